@@ -1,0 +1,679 @@
+//! One collection's points: ids, payloads and vectors by slot, with their indexes, and the writes on them.
+//!
+//! A point lives in a slot (a dense `u32`); its dense vectors sit in one flat array per vector
+//! name and in that name's HNSW index under the same slot, so exact scans and graph search see
+//! the same data. Slots of deleted points are reused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::filter::{Filter, PointView};
+use crate::hnsw::{HnswIndex, VectorIndex};
+use crate::output::{Record, VectorOutput, WithVector};
+use crate::params::{CollectionConfig, Distance, HnswConfig, Modifier};
+use crate::payload::{merge, WithPayload};
+use crate::point::{
+    check_finite, NamedVectors, Payload, PointId, SparseVector, Vector, DEFAULT_VECTOR,
+};
+use crate::sparse::SparseIndex;
+
+/// A point to write, as validated: vectors prepared for their distance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointWrite {
+    /// The point's id.
+    pub id: PointId,
+    /// Its vectors by name; names the collection lacks are rejected before this.
+    #[serde(default)]
+    pub vectors: NamedVectors,
+    /// Its payload.
+    #[serde(default)]
+    pub payload: Payload,
+}
+
+/// A collection: its configuration and its points behind one lock.
+pub struct Collection {
+    /// The collection's name.
+    pub name: String,
+    /// Its validated configuration.
+    pub config: CollectionConfig,
+    points: RwLock<Points>,
+    /// WAL sequence number the collection's snapshot file covers.
+    snapshot_seq: AtomicU64,
+}
+
+impl Collection {
+    /// An empty collection.
+    pub fn new(name: String, config: CollectionConfig) -> Result<Self> {
+        let points = Points::new(&config)?;
+        Ok(Collection {
+            name,
+            config,
+            points: RwLock::new(points),
+            snapshot_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn from_points(name: String, config: CollectionConfig, points: Points) -> Self {
+        let seq = points.last_seq;
+        Collection {
+            name,
+            config,
+            points: RwLock::new(points),
+            snapshot_seq: AtomicU64::new(seq),
+        }
+    }
+
+    /// WAL sequence number the collection's snapshot covers.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_snapshot_seq(&self, seq: u64) {
+        self.snapshot_seq.store(seq, Ordering::SeqCst);
+    }
+
+    /// Shared access for reads; writers wait.
+    pub fn read(&self) -> RwLockReadGuard<'_, Points> {
+        self.points.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive access for writes.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Points> {
+        self.points.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks vectors against the configuration and prepares them (cosine normalisation,
+    /// sorted sparse indices); a later write of the same id in one batch wins.
+    pub fn validate(&self, points: Vec<PointWrite>) -> Result<Vec<PointWrite>> {
+        let mut last: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
+        for (i, p) in points.iter().enumerate() {
+            last.insert(p.id, i);
+        }
+        let mut out = Vec::with_capacity(last.len());
+        for (i, mut p) in points.into_iter().enumerate() {
+            if last[&p.id] != i {
+                continue;
+            }
+            for (name, v) in p.vectors.iter_mut() {
+                self.validate_vector(name, v).map_err(|e| match e {
+                    Error::BadRequest(m) => Error::bad(format!("point {}: {m}", p.id)),
+                    other => other,
+                })?;
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn validate_vector(&self, name: &str, v: &mut Vector) -> Result<()> {
+        match v {
+            Vector::Dense(d) => {
+                let params = self
+                    .config
+                    .vectors
+                    .get(name)
+                    .ok_or_else(|| self.unknown_vector(name, "dense"))?;
+                if d.len() != params.size {
+                    return Err(Error::bad(format!(
+                        "vector {name:?} has dimension {}, expected {}",
+                        d.len(),
+                        params.size
+                    )));
+                }
+                check_finite(name, d)?;
+                params.distance.prepare(d);
+            }
+            Vector::Sparse(s) => {
+                if !self.config.sparse_vectors.contains_key(name) {
+                    return Err(self.unknown_vector(name, "sparse"));
+                }
+                s.validate(name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for a vector name the collection does not have.
+    pub fn unknown_vector(&self, name: &str, kind: &str) -> Error {
+        let known: Vec<&String> = if kind == "dense" {
+            self.config.vectors.keys().collect()
+        } else {
+            self.config.sparse_vectors.keys().collect()
+        };
+        Error::bad(format!(
+            "collection `{}` has no {kind} vector named {name:?} (it has {known:?})",
+            self.name
+        ))
+    }
+
+    /// Whether responses show the unnamed vector as a bare list (Qdrant's single-vector shape).
+    pub fn single_unnamed(&self) -> bool {
+        self.config.vectors.len() == 1
+            && self.config.vectors.contains_key(DEFAULT_VECTOR)
+            && self.config.sparse_vectors.is_empty()
+    }
+}
+
+struct Slot {
+    id: PointId,
+    version: u64,
+    payload: Payload,
+}
+
+/// Dense vectors of one name: a flat array by slot and the HNSW index over them.
+pub(crate) struct DenseStore {
+    pub(crate) dim: usize,
+    pub(crate) distance: Distance,
+    pub(crate) hnsw: HnswConfig,
+    values: Vec<f32>,
+    present: Vec<bool>,
+    count: usize,
+    pub(crate) index: Box<dyn VectorIndex>,
+}
+
+impl DenseStore {
+    fn new(dim: usize, distance: Distance, hnsw: HnswConfig, index: Box<dyn VectorIndex>) -> Self {
+        DenseStore {
+            dim,
+            distance,
+            hnsw,
+            values: Vec::new(),
+            present: Vec::new(),
+            count: 0,
+            index,
+        }
+    }
+
+    /// The vector in `slot`, if that point has one.
+    pub(crate) fn get(&self, slot: u32) -> Option<&[f32]> {
+        let s = slot as usize;
+        self.present
+            .get(s)
+            .copied()
+            .unwrap_or(false)
+            .then(|| &self.values[s * self.dim..(s + 1) * self.dim])
+    }
+
+    /// Slots that hold a vector.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.present
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(s, _)| s as u32)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    fn set(&mut self, slot: u32, v: &[f32]) {
+        let s = slot as usize;
+        if self.present.len() <= s {
+            self.present.resize(s + 1, false);
+            self.values.resize((s + 1) * self.dim, 0.0);
+        }
+        self.values[s * self.dim..(s + 1) * self.dim].copy_from_slice(v);
+        if !self.present[s] {
+            self.present[s] = true;
+            self.count += 1;
+        }
+    }
+
+    fn clear(&mut self, slot: u32) -> Result<()> {
+        let s = slot as usize;
+        if self.present.get(s).copied().unwrap_or(false) {
+            self.present[s] = false;
+            self.count -= 1;
+            self.index.remove(slot)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sparse vectors of one name and their inverted index.
+#[derive(Default)]
+pub(crate) struct SparseStore {
+    pub(crate) modifier: Modifier,
+    vectors: Vec<Option<SparseVector>>,
+    pub(crate) index: SparseIndex,
+}
+
+impl SparseStore {
+    pub(crate) fn get(&self, slot: u32) -> Option<&SparseVector> {
+        self.vectors.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn set(&mut self, slot: u32, v: SparseVector) {
+        self.clear(slot);
+        let s = slot as usize;
+        if self.vectors.len() <= s {
+            self.vectors.resize(s + 1, None);
+        }
+        self.index.insert(slot, &v);
+        self.vectors[s] = Some(v);
+    }
+
+    fn clear(&mut self, slot: u32) {
+        if let Some(old) = self.vectors.get_mut(slot as usize).and_then(Option::take) {
+            self.index.remove(slot, &old);
+        }
+    }
+}
+
+/// The points of a collection, by slot.
+pub struct Points {
+    ids: BTreeMap<PointId, u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    pub(crate) dense: BTreeMap<String, DenseStore>,
+    pub(crate) sparse: BTreeMap<String, SparseStore>,
+    /// Sequence number of the last write applied.
+    pub last_seq: u64,
+    /// Set when the collection was dropped, so writers holding it fail instead of writing to nothing.
+    pub dropped: bool,
+}
+
+/// A point seen through its slot, for filters.
+pub(crate) struct SlotView<'a> {
+    points: &'a Points,
+    slot: u32,
+    record: &'a Slot,
+}
+
+impl PointView for SlotView<'_> {
+    fn id(&self) -> PointId {
+        self.record.id
+    }
+    fn payload(&self) -> &Payload {
+        &self.record.payload
+    }
+    fn has_vector(&self, name: &str) -> bool {
+        self.points
+            .dense
+            .get(name)
+            .is_some_and(|d| d.get(self.slot).is_some())
+            || self
+                .points
+                .sparse
+                .get(name)
+                .is_some_and(|s| s.get(self.slot).is_some())
+    }
+}
+
+impl Points {
+    fn new(config: &CollectionConfig) -> Result<Self> {
+        let mut dense = BTreeMap::new();
+        for (name, p) in &config.vectors {
+            let hnsw = config.hnsw_for(name);
+            let index = HnswIndex::new(p.size, p.distance, hnsw)?;
+            dense.insert(
+                name.clone(),
+                DenseStore::new(p.size, p.distance, hnsw, Box::new(index)),
+            );
+        }
+        let sparse = config
+            .sparse_vectors
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    SparseStore {
+                        modifier: p.modifier.unwrap_or_default(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        Ok(Points {
+            ids: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            dense,
+            sparse,
+            last_seq: 0,
+            dropped: false,
+        })
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the collection has no points.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Number of vectors in HNSW indexes, over all dense names.
+    pub fn indexed_vectors(&self) -> usize {
+        self.dense.values().map(|d| d.index.len()).sum()
+    }
+
+    /// Whether a point exists.
+    pub fn contains(&self, id: &PointId) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    pub(crate) fn view(&self, slot: u32) -> Option<SlotView<'_>> {
+        let record = self.slots.get(slot as usize)?.as_ref()?;
+        Some(SlotView {
+            points: self,
+            slot,
+            record,
+        })
+    }
+
+    pub(crate) fn id_of(&self, slot: u32) -> Option<PointId> {
+        self.slots.get(slot as usize)?.as_ref().map(|r| r.id)
+    }
+
+    /// Slots of the points matching `filter`, in slot order.
+    pub(crate) fn matching_slots(&self, filter: &Filter) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&s| self.view(s).is_some_and(|v| filter.matches(&v)))
+            .collect()
+    }
+
+    /// Ids of the points matching `filter`, in id order.
+    pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
+        self.ids
+            .iter()
+            .filter(|(_, &s)| self.view(s).is_some_and(|v| filter.matches(&v)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Inserts or replaces points (whole points: vectors and payload) as write `seq`.
+    pub fn upsert(&mut self, seq: u64, points: Vec<PointWrite>) -> Result<()> {
+        let mut added: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for p in points {
+            let slot = match self.ids.get(&p.id) {
+                Some(&slot) => {
+                    self.clear_vectors(slot)?;
+                    slot
+                }
+                None => self.allocate(p.id),
+            };
+            for (name, v) in p.vectors {
+                match v {
+                    Vector::Dense(d) => {
+                        if let Some(store) = self.dense.get_mut(&name) {
+                            store.set(slot, &d);
+                            added.entry(name).or_default().push(slot);
+                        }
+                    }
+                    Vector::Sparse(s) => {
+                        if let Some(store) = self.sparse.get_mut(&name) {
+                            store.set(slot, s);
+                        }
+                    }
+                }
+            }
+            self.slots[slot as usize] = Some(Slot {
+                id: p.id,
+                version: seq,
+                payload: p.payload,
+            });
+        }
+        for (name, slots) in added {
+            let store = self
+                .dense
+                .get_mut(&name)
+                .expect("added names come from the dense map");
+            let DenseStore {
+                index, values, dim, ..
+            } = store;
+            let items: Vec<(u32, &[f32])> = slots
+                .iter()
+                .map(|&s| (s, &values[s as usize * *dim..(s as usize + 1) * *dim]))
+                .collect();
+            index.add(&items)?;
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    fn allocate(&mut self, id: PointId) -> u32 {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        });
+        self.ids.insert(id, slot);
+        slot
+    }
+
+    fn clear_vectors(&mut self, slot: u32) -> Result<()> {
+        for store in self.dense.values_mut() {
+            store.clear(slot)?;
+        }
+        for store in self.sparse.values_mut() {
+            store.clear(slot);
+        }
+        Ok(())
+    }
+
+    /// Deletes points by id as write `seq`; missing ids are ignored.
+    pub fn delete(&mut self, seq: u64, ids: &[PointId]) -> Result<()> {
+        for id in ids {
+            if let Some(slot) = self.ids.remove(id) {
+                self.clear_vectors(slot)?;
+                self.slots[slot as usize] = None;
+                self.free.push(slot);
+            }
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Merges `payload` into each point's payload (under `key` when given), or replaces it
+    /// when `overwrite`, as write `seq`.
+    pub fn set_payload(
+        &mut self,
+        seq: u64,
+        ids: &[PointId],
+        payload: &Payload,
+        key: Option<&str>,
+        overwrite: bool,
+    ) -> Result<()> {
+        for id in ids {
+            let Some(&slot) = self.ids.get(id) else {
+                continue;
+            };
+            let Some(record) = self.slots[slot as usize].as_mut() else {
+                continue;
+            };
+            if overwrite {
+                record.payload = payload.clone();
+            } else {
+                merge(&mut record.payload, payload, key)?;
+            }
+            record.version = seq;
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// The stored vectors of a slot by name, as selected.
+    pub(crate) fn vectors_of(&self, slot: u32, with: &WithVector) -> BTreeMap<String, Vector> {
+        let mut out = BTreeMap::new();
+        for (name, store) in &self.dense {
+            if let (true, Some(v)) = (with.wants(name), store.get(slot)) {
+                out.insert(name.clone(), Vector::Dense(v.to_vec()));
+            }
+        }
+        for (name, store) in &self.sparse {
+            if let (true, Some(v)) = (with.wants(name), store.get(slot)) {
+                out.insert(name.clone(), Vector::Sparse(v.clone()));
+            }
+        }
+        out
+    }
+
+    /// A slot's payload and vectors as a response shows them.
+    pub(crate) fn select(
+        &self,
+        slot: u32,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+        single_unnamed: bool,
+    ) -> (u64, Option<Payload>, Option<VectorOutput>) {
+        let record = self.slots[slot as usize]
+            .as_ref()
+            .expect("selected slots hold points");
+        let payload = with_payload.select(&record.payload);
+        let vector = with_vector
+            .any()
+            .then(|| VectorOutput::shape(self.vectors_of(slot, with_vector), single_unnamed));
+        (record.version, payload, vector)
+    }
+
+    /// Points by id, in the order asked, skipping missing ones.
+    pub fn get(
+        &self,
+        ids: &[PointId],
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+        single_unnamed: bool,
+    ) -> Vec<Record> {
+        ids.iter()
+            .filter_map(|id| {
+                let slot = *self.ids.get(id)?;
+                let (_, payload, vector) =
+                    self.select(slot, with_payload, with_vector, single_unnamed);
+                Some(Record {
+                    id: *id,
+                    payload,
+                    vector,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` points from `offset` on in id order, matching `filter`, and the id where
+    /// the next page starts.
+    pub fn scroll(
+        &self,
+        offset: Option<PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+        single_unnamed: bool,
+    ) -> (Vec<Record>, Option<PointId>) {
+        let range = match offset {
+            Some(o) => self.ids.range(o..),
+            None => self.ids.range(..),
+        };
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for (&id, &slot) in range {
+            if filter.is_some_and(|f| !self.view(slot).is_some_and(|v| f.matches(&v))) {
+                continue;
+            }
+            if page.len() == limit {
+                return (page, Some(id));
+            }
+            let (_, payload, vector) = self.select(slot, with_payload, with_vector, single_unnamed);
+            page.push(Record {
+                id,
+                payload,
+                vector,
+            });
+        }
+        (page, None)
+    }
+
+    /// Number of points matching `filter` (all points without one).
+    pub fn count(&self, filter: Option<&Filter>) -> usize {
+        match filter {
+            None => self.len(),
+            Some(f) => self
+                .ids
+                .values()
+                .filter(|&&s| self.view(s).is_some_and(|v| f.matches(&v)))
+                .count(),
+        }
+    }
+
+    /// Every point as written, for snapshots: (slot, id, version, payload, vectors).
+    pub(crate) fn dump(
+        &self,
+    ) -> impl Iterator<Item = (u32, PointId, u64, &Payload, BTreeMap<String, Vector>)> + '_ {
+        self.ids.values().map(move |&slot| {
+            let r = self.slots[slot as usize]
+                .as_ref()
+                .expect("indexed ids hold points");
+            (
+                slot,
+                r.id,
+                r.version,
+                &r.payload,
+                self.vectors_of(slot, &WithVector::All(true)),
+            )
+        })
+    }
+
+    /// Rebuilds points from a snapshot, in their original slots, with indexes supplied or rebuilt.
+    pub(crate) fn restore(
+        config: &CollectionConfig,
+        last_seq: u64,
+        records: Vec<(u32, PointId, u64, Payload, NamedVectors)>,
+        mut indexes: BTreeMap<String, Box<dyn VectorIndex>>,
+    ) -> Result<Self> {
+        let mut points = Points::new(config)?;
+        let mut rebuild: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (slot, id, version, payload, vectors) in records {
+            let s = slot as usize;
+            if points.slots.len() <= s {
+                points.slots.resize_with(s + 1, || None);
+            }
+            points.ids.insert(id, slot);
+            points.slots[s] = Some(Slot {
+                id,
+                version,
+                payload,
+            });
+            for (name, v) in vectors {
+                match v {
+                    Vector::Dense(d) => {
+                        if let Some(store) = points.dense.get_mut(&name) {
+                            store.set(slot, &d);
+                            rebuild.entry(name).or_default().push(slot);
+                        }
+                    }
+                    Vector::Sparse(sv) => {
+                        if let Some(store) = points.sparse.get_mut(&name) {
+                            store.set(slot, sv);
+                        }
+                    }
+                }
+            }
+        }
+        points.free = (0..points.slots.len() as u32)
+            .filter(|&s| points.slots[s as usize].is_none())
+            .collect();
+        points.free.reverse();
+        for (name, store) in points.dense.iter_mut() {
+            match indexes.remove(name) {
+                Some(index) if index.len() == store.len() => store.index = index,
+                _ => {
+                    let slots = rebuild.remove(name).unwrap_or_default();
+                    let items: Vec<(u32, &[f32])> = slots
+                        .iter()
+                        .map(|&s| (s, store.get(s).expect("restored slot")))
+                        .collect();
+                    let mut fresh = HnswIndex::new(store.dim, store.distance, store.hnsw)?;
+                    fresh.add(&items)?;
+                    store.index = Box::new(fresh);
+                }
+            }
+        }
+        points.last_seq = last_seq;
+        Ok(points)
+    }
+}

@@ -1,0 +1,73 @@
+//! The durable write model: one WAL record per operation, replayed in order on recovery.
+//!
+//! Operations are fully resolved before they are logged (filters turned into ids, vectors
+//! validated and prepared), so replaying one can neither fail validation nor depend on
+//! anything but the state it is applied to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::collection::{PointWrite, Points};
+use crate::error::Result;
+use crate::params::CollectionConfig;
+use crate::point::{Payload, PointId};
+
+/// One logged write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A collection was created.
+    CreateCollection {
+        name: String,
+        config: CollectionConfig,
+    },
+    /// A collection was dropped.
+    DropCollection { name: String },
+    /// Points were inserted or replaced.
+    Upsert {
+        collection: String,
+        points: Vec<PointWrite>,
+    },
+    /// Points were deleted.
+    Delete {
+        collection: String,
+        ids: Vec<PointId>,
+    },
+    /// Payloads were merged (at `key` when given) or, with `overwrite`, replaced.
+    SetPayload {
+        collection: String,
+        ids: Vec<PointId>,
+        payload: Payload,
+        key: Option<String>,
+        overwrite: bool,
+    },
+}
+
+impl Op {
+    /// The collection the operation touches.
+    pub fn collection(&self) -> &str {
+        match self {
+            Op::CreateCollection { name, .. } | Op::DropCollection { name } => name,
+            Op::Upsert { collection, .. }
+            | Op::Delete { collection, .. }
+            | Op::SetPayload { collection, .. } => collection,
+        }
+    }
+
+    /// Applies a point operation to a collection's points as write `seq`.
+    ///
+    /// Collection operations are the shard's to apply; here they change nothing.
+    pub fn apply(self, points: &mut Points, seq: u64) -> Result<()> {
+        match self {
+            Op::Upsert { points: writes, .. } => points.upsert(seq, writes),
+            Op::Delete { ids, .. } => points.delete(seq, &ids),
+            Op::SetPayload {
+                ids,
+                payload,
+                key,
+                overwrite,
+                ..
+            } => points.set_payload(seq, &ids, &payload, key.as_deref(), overwrite),
+            Op::CreateCollection { .. } | Op::DropCollection { .. } => Ok(()),
+        }
+    }
+}
