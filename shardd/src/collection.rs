@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, PointView};
 use crate::hnsw::{HnswIndex, VectorIndex};
-use crate::output::{Record, VectorOutput, WithVector};
+use crate::output::{Record, ScoredPoint, VectorOutput, WithVector};
 use crate::params::{CollectionConfig, Distance, HnswConfig, Modifier};
 use crate::payload::{merge, WithPayload};
 use crate::point::{
@@ -586,6 +586,36 @@ impl Points {
             });
         }
         (page, None)
+    }
+
+    /// Points matching `filter` in id order, after skipping `offset`, scored 0 (a query without
+    /// a vector).
+    pub fn list(
+        &self,
+        filter: Option<&Filter>,
+        offset: usize,
+        limit: usize,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+        single_unnamed: bool,
+    ) -> Vec<ScoredPoint> {
+        self.ids
+            .iter()
+            .filter(|(_, &s)| filter.is_none_or(|f| self.view(s).is_some_and(|v| f.matches(&v))))
+            .skip(offset)
+            .take(limit)
+            .map(|(&id, &slot)| {
+                let (version, payload, vector) =
+                    self.select(slot, with_payload, with_vector, single_unnamed);
+                ScoredPoint {
+                    id,
+                    version,
+                    score: 0.0,
+                    payload,
+                    vector,
+                }
+            })
+            .collect()
     }
 
     /// Number of points matching `filter` (all points without one).

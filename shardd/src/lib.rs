@@ -5,6 +5,7 @@
 //! is acknowledged; snapshots bound recovery time. The same library serves the `shardd` daemon
 //! and the router's in-process built-in shards.
 
+pub mod api;
 pub mod collection;
 pub mod distance;
 pub mod error;
@@ -17,9 +18,11 @@ pub mod params;
 pub mod payload;
 pub mod point;
 pub mod search;
+pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod sparse;
 pub mod wal;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -1,1 +1,114 @@
-fn main() {}
+//! The `shardd` daemon: parses flags, opens the shard, serves it, snapshots it, shuts down cleanly.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use shardd::metrics::Metrics;
+use shardd::server::{serve, AppState};
+use shardd::shard::{Shard, ShardOptions};
+use shardd::wal::FsyncPolicy;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// One Vecgate shard: an HNSW index, payloads and a WAL for every collection.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to serve the API, health and metrics on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    listen: SocketAddr,
+    /// Directory for the WAL and snapshots.
+    #[arg(long, default_value = "./shard-data")]
+    data_dir: PathBuf,
+    /// `always`: fsync before acknowledging a write (group-committed). `never`: leave flushing
+    /// to the OS (survives a process crash, not a power loss).
+    #[arg(long, value_enum, default_value = "always")]
+    wal_fsync: FsyncPolicy,
+    /// A WAL segment is closed at this size (MiB).
+    #[arg(long, default_value_t = 64)]
+    wal_segment_mb: u64,
+    /// Seconds between snapshot rounds (changed collections only; 0 disables).
+    #[arg(long, default_value_t = 60)]
+    snapshot_interval_s: u64,
+    /// Largest accepted request body (MiB).
+    #[arg(long, default_value_t = 32)]
+    max_body_mb: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(Metrics::new(&registry, "shardd")?);
+    let state = Arc::new(AppState::new(registry, args.max_body_mb << 20)?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+
+    let options = ShardOptions {
+        fsync: args.wal_fsync,
+        wal_segment_bytes: args.wal_segment_mb << 20,
+    };
+    let dir = args.data_dir.clone();
+    let started = Instant::now();
+    let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, options, metrics))
+        .await?
+        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let shard = Arc::new(shard);
+    tracing::info!(dir = %args.data_dir.display(), collections = shard.collection_names().len(), seconds = started.elapsed().as_secs_f64(), "recovered");
+    let _ = state.shard.set(shard.clone());
+
+    if args.snapshot_interval_s > 0 {
+        let shard = shard.clone();
+        let every = Duration::from_secs(args.snapshot_interval_s);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let shard = shard.clone();
+                match tokio::task::spawn_blocking(move || shard.snapshot()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(collections = n, "snapshot written"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "snapshot failed"),
+                    Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+                }
+            }
+        });
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    serve(listener, state, shutdown, Duration::from_secs(10)).await;
+    tokio::task::spawn_blocking(move || shard.close())
+        .await?
+        .context("final snapshot")?;
+    tracing::info!("clean shutdown");
+    Ok(())
+}

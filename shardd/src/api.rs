@@ -1,0 +1,410 @@
+//! The Qdrant-compatible HTTP API over a [`Shard`], independent of the HTTP server that carries it.
+//!
+//! [`handle`] takes a method, path, query string and body and returns a status and a JSON body
+//! in Qdrant's envelope: `{"result", "status": "ok", "time"}`, or `{"status": {"error"}, "time"}`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use http::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::output::WithVector;
+use crate::params::{CollectionConfig, CreateCollection, HnswConfig, VectorParams};
+use crate::payload::WithPayload;
+use crate::point::{PointId, DEFAULT_VECTOR};
+use crate::shard::{Selector, Shard, Update};
+use crate::wire::{
+    self, Batch, CountRequest, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan,
+    QueryRequest, ScrollRequest, SetPayloadRequest, UpsertRequest,
+};
+
+/// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
+pub const QDRANT_API_VERSION: &str = "1.16.0";
+
+/// One API request.
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: &'a Method,
+    /// URL path, percent-encoded.
+    pub path: &'a str,
+    /// URL query string, if any.
+    pub query: Option<&'a str>,
+    /// Request body.
+    pub body: &'a [u8],
+}
+
+/// One API response.
+pub struct Response {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// The route template, for metrics (`/collections/{c}/points/search`).
+    pub route: &'static str,
+}
+
+/// Decodes `%XX` escapes of a path segment.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `key` in a query string.
+pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| match kv.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        None if kv == key => Some(""),
+        _ => None,
+    })
+}
+
+/// Qdrant's success envelope.
+pub fn ok_body(result: impl Serialize, started: Instant) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"result": result, "status": "ok", "time": started.elapsed().as_secs_f64()}),
+    )
+    .unwrap_or_else(|_| b"{\"status\":\"ok\"}".to_vec())
+}
+
+/// Qdrant's error envelope.
+pub fn error_body(message: &str, started: Instant) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"status": {"error": message}, "time": started.elapsed().as_secs_f64()}),
+    )
+    .unwrap_or_else(|_| b"{\"status\":{\"error\":\"internal error\"}}".to_vec())
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
+}
+
+/// Answers one request.
+pub fn handle(shard: &Shard, req: &Request) -> Response {
+    let started = Instant::now();
+    let segments: Vec<String> = req
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (route, result) = route(shard, req, &segs);
+    match result {
+        Ok(value) => Response {
+            status: StatusCode::OK,
+            body: ok_body(value, started),
+            route,
+        },
+        Err(e) => Response {
+            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: error_body(&e.to_string(), started),
+            route,
+        },
+    }
+}
+
+fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<Value>) {
+    let m = req.method;
+    let body = req.body;
+    let wait = query_param(req.query, "wait").is_none_or(|v| v != "false");
+    match segs {
+        [] if m == Method::GET => (
+            "/",
+            Ok(json!({"title": "vecgate", "version": QDRANT_API_VERSION})),
+        ),
+        ["collections"] if m == Method::GET => ("/collections", list_collections(shard)),
+        ["collections", c] if m == Method::PUT => {
+            ("/collections/{c}", create_collection(shard, c, body))
+        }
+        ["collections", c] if m == Method::GET => ("/collections/{c}", collection_info(shard, c)),
+        ["collections", c] if m == Method::DELETE => (
+            "/collections/{c}",
+            shard.drop_collection(c).map(Value::Bool),
+        ),
+        ["collections", c, "exists"] if m == Method::GET => (
+            "/collections/{c}/exists",
+            Ok(json!({"exists": shard.collection(c).is_ok()})),
+        ),
+        ["collections", c, "points"] if m == Method::PUT => {
+            ("/collections/{c}/points", upsert(shard, c, body, wait))
+        }
+        ["collections", c, "points"] if m == Method::POST => {
+            ("/collections/{c}/points", get_points(shard, c, body))
+        }
+        ["collections", c, "points", "delete"] if m == Method::POST => (
+            "/collections/{c}/points/delete",
+            delete(shard, c, body, wait),
+        ),
+        ["collections", c, "points", "payload"] if m == Method::POST || m == Method::PUT => (
+            "/collections/{c}/points/payload",
+            set_payload(shard, c, body, m == Method::PUT, wait),
+        ),
+        ["collections", c, "points", "query"] if m == Method::POST => (
+            "/collections/{c}/points/query",
+            query(shard, c, parse(body)),
+        ),
+        ["collections", c, "points", "query", "batch"] if m == Method::POST => (
+            "/collections/{c}/points/query/batch",
+            query_batch(shard, c, body),
+        ),
+        ["collections", c, "points", "search"] if m == Method::POST => (
+            "/collections/{c}/points/search",
+            search(shard, c, parse(body)),
+        ),
+        ["collections", c, "points", "search", "batch"] if m == Method::POST => (
+            "/collections/{c}/points/search/batch",
+            search_batch(shard, c, body),
+        ),
+        ["collections", c, "points", "scroll"] if m == Method::POST => {
+            ("/collections/{c}/points/scroll", scroll(shard, c, body))
+        }
+        ["collections", c, "points", "count"] if m == Method::POST => {
+            ("/collections/{c}/points/count", count(shard, c, body))
+        }
+        ["collections", c, "points", id] if m == Method::GET => {
+            ("/collections/{c}/points/{id}", get_point(shard, c, id))
+        }
+        _ => (
+            "unmatched",
+            Err(Error::NotFound(format!("no route for {} {}", m, req.path))),
+        ),
+    }
+}
+
+fn to_value(v: impl Serialize) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Storage(format!("encoding response: {e}")))
+}
+
+fn list_collections(shard: &Shard) -> Result<Value> {
+    let names: Vec<Value> = shard
+        .collection_names()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect();
+    Ok(json!({"collections": names}))
+}
+
+fn create_collection(shard: &Shard, name: &str, body: &[u8]) -> Result<Value> {
+    let req: CreateCollection = parse(body)?;
+    shard.create_collection(name, CollectionConfig::from_request(req)?)?;
+    Ok(Value::Bool(true))
+}
+
+fn hnsw_json(h: &HnswConfig) -> Value {
+    json!({"m": h.m, "ef_construct": h.ef_construct, "full_scan_threshold": h.full_scan_threshold, "max_indexing_threads": 0, "on_disk": false})
+}
+
+/// `GET /collections/{c}` in Qdrant's `CollectionInfo` shape.
+fn collection_info(shard: &Shard, name: &str) -> Result<Value> {
+    let c = shard.collection(name)?;
+    let points = c.read();
+    let cfg = &c.config;
+    let mut params = json!({
+        "vectors": vectors_shape(&cfg.vectors)?,
+        "shard_number": 1,
+        "replication_factor": 1,
+        "write_consistency_factor": 1,
+        "on_disk_payload": false,
+    });
+    if !cfg.sparse_vectors.is_empty() {
+        params["sparse_vectors"] = to_value(&cfg.sparse_vectors)?;
+    }
+    Ok(json!({
+        "status": "green",
+        "optimizer_status": "ok",
+        "indexed_vectors_count": points.indexed_vectors(),
+        "points_count": points.len(),
+        "segments_count": 1,
+        "config": {
+            "params": params,
+            "hnsw_config": hnsw_json(&cfg.hnsw),
+            "optimizer_config": {
+                "deleted_threshold": 0.2, "vacuum_min_vector_number": 1000, "default_segment_number": 1,
+                "max_segment_size": null, "memmap_threshold": null, "indexing_threshold": 0,
+                "flush_interval_sec": 5, "max_optimization_threads": null
+            },
+            "wal_config": {"wal_capacity_mb": 64, "wal_segments_ahead": 0},
+            "quantization_config": null
+        },
+        "payload_schema": {}
+    }))
+}
+
+fn update_result(seq: u64, wait: bool) -> Value {
+    json!({"operation_id": seq, "status": if wait { "completed" } else { "acknowledged" }})
+}
+
+fn upsert(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
+    let points = parse::<UpsertRequest>(body)?.into_points()?;
+    Ok(update_result(
+        shard.update(c, Update::Upsert(points))?,
+        wait,
+    ))
+}
+
+fn selector(
+    points: Option<Vec<PointId>>,
+    filter: Option<crate::filter::Filter>,
+) -> Result<Selector> {
+    match (points, filter) {
+        (Some(ids), None) => Ok(Selector::Ids(ids)),
+        (None, Some(f)) => Ok(Selector::Filter(f)),
+        _ => Err(Error::bad("give exactly one of `points` (ids) or `filter`")),
+    }
+}
+
+fn delete(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
+    let req: DeleteRequest = parse(body)?;
+    let seq = shard.update(c, Update::Delete(selector(req.points, req.filter)?))?;
+    Ok(update_result(seq, wait))
+}
+
+fn set_payload(shard: &Shard, c: &str, body: &[u8], overwrite: bool, wait: bool) -> Result<Value> {
+    let req: SetPayloadRequest = parse(body)?;
+    if overwrite && req.key.is_some() {
+        return Err(Error::bad(
+            "`key` applies to set payload (POST), not overwrite (PUT)",
+        ));
+    }
+    let update = Update::SetPayload {
+        selector: selector(req.points, req.filter)?,
+        payload: req.payload,
+        key: req.key,
+        overwrite,
+    };
+    Ok(update_result(shard.update(c, update)?, wait))
+}
+
+fn get_points(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let req: GetPointsRequest = parse(body)?;
+    let coll = shard.collection(c)?;
+    let records = coll.read().get(
+        &req.ids,
+        &req.with_payload.unwrap_or(WithPayload::All(true)),
+        &req.with_vector.unwrap_or(WithVector::All(false)),
+        coll.single_unnamed(),
+    );
+    to_value(records)
+}
+
+fn get_point(shard: &Shard, c: &str, id: &str) -> Result<Value> {
+    let id = PointId::parse(id)?;
+    let coll = shard.collection(c)?;
+    let mut records = coll.read().get(
+        &[id],
+        &WithPayload::All(true),
+        &WithVector::All(true),
+        coll.single_unnamed(),
+    );
+    match records.pop() {
+        Some(r) => to_value(r),
+        None => Err(Error::NotFound(format!("No point with id {id} found"))),
+    }
+}
+
+fn query(shard: &Shard, c: &str, req: Result<QueryRequest>) -> Result<Value> {
+    let points = match req?.into_plan()? {
+        QueryPlan::Search(s) => shard.search(c, &s)?,
+        QueryPlan::List {
+            filter,
+            limit,
+            offset,
+            with_payload,
+            with_vector,
+        } => {
+            let coll = shard.collection(c)?;
+            let points = coll.read();
+            points.list(
+                filter.as_ref(),
+                offset,
+                limit,
+                &with_payload,
+                &with_vector,
+                coll.single_unnamed(),
+            )
+        }
+    };
+    Ok(json!({"points": to_value(points)?}))
+}
+
+fn query_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let batch: Batch<QueryRequest> = parse(body)?;
+    batch
+        .searches
+        .into_iter()
+        .map(|q| query(shard, c, Ok(q)))
+        .collect::<Result<Vec<_>>>()
+        .map(Value::Array)
+}
+
+fn search(shard: &Shard, c: &str, req: Result<LegacySearchRequest>) -> Result<Value> {
+    to_value(shard.search(c, &req?.into_search()?)?)
+}
+
+fn search_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let batch: Batch<LegacySearchRequest> = parse(body)?;
+    batch
+        .searches
+        .into_iter()
+        .map(|q| search(shard, c, Ok(q)))
+        .collect::<Result<Vec<_>>>()
+        .map(Value::Array)
+}
+
+fn scroll(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let req: ScrollRequest = parse(body)?;
+    if req.order_by.as_ref().is_some_and(|o| !o.is_null()) {
+        return Err(Error::bad(
+            "order_by is not supported; scroll pages are ordered by id",
+        ));
+    }
+    let limit = req.limit.unwrap_or(10);
+    wire::check_limit(limit, 0)?;
+    let coll = shard.collection(c)?;
+    let (points, next) = coll.read().scroll(
+        req.offset,
+        limit,
+        req.filter.as_ref(),
+        &req.with_payload.unwrap_or(WithPayload::All(true)),
+        &req.with_vector.unwrap_or(WithVector::All(false)),
+        coll.single_unnamed(),
+    );
+    Ok(json!({"points": to_value(points)?, "next_page_offset": next}))
+}
+
+fn count(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let req: CountRequest = parse(body)?;
+    let coll = shard.collection(c)?;
+    let n = coll.read().count(req.filter.as_ref());
+    Ok(json!({"count": n}))
+}
+
+/// Dense vector configs as Qdrant shows them: the unnamed one alone as a plain object.
+fn vectors_shape(vectors: &BTreeMap<String, VectorParams>) -> Result<Value> {
+    match vectors.get(DEFAULT_VECTOR) {
+        Some(p) if vectors.len() == 1 => to_value(p),
+        _ => to_value(vectors),
+    }
+}
