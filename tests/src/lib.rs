@@ -1,1 +1,219 @@
+//! The end-to-end harness: builds and spawns the real binaries on 127.0.0.1:0, waits for their
+//! `listening on ADDR` line, talks HTTP to them, and kills or restarts them.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace's target directory for the profile the tests were built with.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// Path to a workspace binary, built once per test process with the same profile.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let release = target_dir().ends_with("release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    let path = target_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A running binary.
+pub struct Process {
+    name: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts `name` with `args` and waits (up to 30 s) for its `listening on ADDR` line.
+    pub fn spawn(name: &str, args: &[&str]) -> Process {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = start(name, &args);
+        Process {
+            name: name.to_string(),
+            args,
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to 30 s; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Starts the process again with the same arguments, on the same address.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let listen = self.addr.to_string();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = listen;
+        }
+        let (child, addr) = start(&self.name, &args);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn start(name: &str, args: &[String]) -> (Child, SocketAddr) {
+    let stderr = if std::env::var_os("VECGATE_TEST_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{name} did not print `listening on` within 30 s")
+        });
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
+    (child, addr)
+}
+
+/// An HTTP client with a deadline on every call.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Sends a JSON request and returns the status and JSON body (`null` when not JSON).
+pub fn call(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+    let raw = body.map(|b| serde_json::to_vec(b).expect("json"));
+    call_raw(method, url, raw.as_deref())
+}
+
+/// Sends raw bytes as a JSON body and returns the status and JSON body (`null` when not JSON).
+pub fn call_raw(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Value) {
+    let agent = client();
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+        .expect("request");
+    let mut resp = agent
+        .run(req)
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Sends a request that must succeed and returns its `result`.
+pub fn ok(method: &str, url: &str, body: Option<&Value>) -> Value {
+    let (status, v) = call(method, url, body);
+    assert_eq!(status, 200, "{method} {url} -> {status}: {v}");
+    v["result"].clone()
+}
+
+/// Polls `GET path` until it answers 200, for up to `within`.
+pub fn wait_for(url: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(resp) = client().get(url).call() {
+            if resp.status().as_u16() == 200 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{url} not ready within {within:?}");
+}
+
+/// A shardd on a free port over `data_dir`, ready to serve.
+pub fn shardd(data_dir: &Path, extra: &[&str]) -> Process {
+    let dir = data_dir.to_str().expect("utf-8 path");
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", dir];
+    args.extend_from_slice(extra);
+    let p = Process::spawn("shardd", &args);
+    wait_for(&format!("{}/readyz", p.url()), Duration::from_secs(60));
+    p
+}
