@@ -26,7 +26,7 @@ pub enum Distance {
 /// HNSW graph settings of a collection (Qdrant's `hnsw_config`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswConfig {
-    /// Neighbours per node (usearch connectivity).
+    /// Links per node on upper levels (twice as many on level 0), as hnswlib's `M`.
     pub m: usize,
     /// Candidate list size while building; also the default search `ef`.
     pub ef_construct: usize,

@@ -191,13 +191,16 @@ fn dense_search(
     let small = candidates * store.dim * 4 / 1024 < store.hnsw.full_scan_threshold;
     if !(params.exact || small || store.index.is_empty()) {
         let ef = params.hnsw_ef.unwrap_or(store.hnsw.ef_construct).max(k);
+        // The graph measures rounded (bfloat16) vectors: take up to 2k candidates, free while
+        // ef covers them, and let exact rescoring pick the k best.
+        let wanted = k.max(ef.min(2 * k));
         let found = match allowed {
-            None => store.index.search(q, k, ef, None)?,
+            None => store.index.search(q, wanted, ef, None)?,
             Some(slots) => {
                 let bits = bitset(slots, points);
                 store.index.search(
                     q,
-                    k,
+                    wanted,
                     ef,
                     Some(&|s| bits.get(s as usize).copied().unwrap_or(false)),
                 )?

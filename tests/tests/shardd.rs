@@ -484,7 +484,7 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     );
     let points = format!("{url}/collections/c/points");
     let search = format!("{url}/collections/c/points/search");
-    let cases: Vec<(&str, String, Option<Vec<u8>>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("PUT", points.clone(), Some(br#"{"points": [{"id": 2, "vector": [1.0, 2.0]}]}"#.to_vec()), 400, "dimension 2, expected 3"),
         ("PUT", points.clone(), Some(br#"{"points": [{"id": 2, "vector": [1e39, 0, 0]}]}"#.to_vec()), 400, "non-finite"),
         ("PUT", points.clone(), Some(br#"{"points": [{"id": -2, "vector": [1, 0, 0]}]}"#.to_vec()), 400, "negative"),
@@ -519,12 +519,10 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(raw_exchange(p.addr, declared.as_bytes(), &[]).starts_with("HTTP/1.1 413"));
     let chunk = format!("{:x}\r\n{}\r\n", 256 << 10, "x".repeat(256 << 10));
     let chunked = "PUT /collections/c/points HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-    assert!(raw_exchange(
-        p.addr,
-        chunked.as_bytes(),
-        &vec![chunk.as_bytes(); 6].concat()
-    )
-    .starts_with("HTTP/1.1 413"));
+    assert!(
+        raw_exchange(p.addr, chunked.as_bytes(), &[chunk.as_bytes(); 6].concat())
+            .starts_with("HTTP/1.1 413")
+    );
     assert_eq!(
         ok(
             "POST",
@@ -538,6 +536,9 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         json!({"collections": [{"name": "c"}]})
     );
 }
+
+/// A bad request: method, URL, body, expected status, and a phrase the error must contain.
+type BadCase = (&'static str, String, Option<Vec<u8>>, u16, &'static str);
 
 /// Writes a request head and then as much of `body` as the server takes, and returns what it answers.
 fn raw_exchange(addr: std::net::SocketAddr, head: &[u8], body: &[u8]) -> String {

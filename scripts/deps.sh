@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine with Rust lacks to build and test Vecgate.
+set -euo pipefail
+need=()
+command -v c++ >/dev/null || need+=(g++)
+command -v cmake >/dev/null || need+=(cmake)
+command -v redis-server >/dev/null || need+=(redis-server)
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
