@@ -207,7 +207,7 @@ fn main() {
     let hnswlib: Value = serde_json::from_slice(&out.stdout).expect("hnswlib bench prints JSON");
 
     println!(
-        "build (2 threads): shardd {shardd_build:.1} s, hnswlib {:.1} s",
+        "build: shardd {shardd_build:.1} s (sequential inserts), hnswlib {:.1} s (2 threads)",
         hnswlib["build_seconds"].as_f64().unwrap_or(f64::NAN)
     );
     println!();
