@@ -408,3 +408,109 @@ fn vectors_shape(vectors: &BTreeMap<String, VectorParams>) -> Result<Value> {
         _ => to_value(vectors),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::shard::ShardOptions;
+    use crate::wal::FsyncPolicy;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn shard(dir: &std::path::Path) -> Shard {
+        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new(), "t").unwrap());
+        let shard = Shard::open(
+            dir,
+            ShardOptions {
+                fsync: FsyncPolicy::Never,
+                ..Default::default()
+            },
+            metrics,
+        )
+        .unwrap();
+        let req = serde_json::from_value(
+            json!({"vectors": {"v": {"size": 2, "distance": "Dot"}}, "sparse_vectors": {"s": {}}}),
+        )
+        .unwrap();
+        shard
+            .create_collection("c", CollectionConfig::from_request(req).unwrap())
+            .unwrap();
+        shard
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e6f64..1e6).prop_map(|n| json!(n)),
+            prop::sample::select(vec!["v", "s", "key", "must", "1", "2024-01-01", ""])
+                .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop::sample::select(vec![
+                "points",
+                "batch",
+                "ids",
+                "vector",
+                "vectors",
+                "payload",
+                "id",
+                "filter",
+                "must",
+                "should",
+                "must_not",
+                "key",
+                "match",
+                "range",
+                "value",
+                "any",
+                "query",
+                "using",
+                "limit",
+                "offset",
+                "nearest",
+                "indices",
+                "values",
+                "with_payload",
+                "with_vector",
+                "params",
+                "hnsw_ef",
+                "searches",
+                "has_id",
+                "nested",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..5).prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever the body, every route answers with a status and never panics.
+        #[test]
+        fn arbitrary_bodies_get_answers_not_panics(body in json_value(), route in 0usize..12, raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            let dir = tempfile::tempdir().unwrap();
+            let shard = shard(dir.path());
+            let routes = [
+                (Method::PUT, "/collections/c/points"), (Method::POST, "/collections/c/points"),
+                (Method::POST, "/collections/c/points/delete"), (Method::POST, "/collections/c/points/payload"),
+                (Method::PUT, "/collections/c/points/payload"), (Method::POST, "/collections/c/points/query"),
+                (Method::POST, "/collections/c/points/query/batch"), (Method::POST, "/collections/c/points/search"),
+                (Method::POST, "/collections/c/points/search/batch"), (Method::POST, "/collections/c/points/scroll"),
+                (Method::POST, "/collections/c/points/count"), (Method::PUT, "/collections/d"),
+            ];
+            let (method, path) = &routes[route];
+            for bytes in [serde_json::to_vec(&body).unwrap(), raw.clone()] {
+                let resp = handle(&shard, &Request { method, path, query: None, body: &bytes });
+                prop_assert!(resp.status.is_success() || resp.status.is_client_error(), "{} {path}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+            }
+        }
+    }
+}

@@ -400,21 +400,7 @@ impl Points {
                 }
                 None => self.allocate(p.id),
             };
-            for (name, v) in p.vectors {
-                match v {
-                    Vector::Dense(d) => {
-                        if let Some(store) = self.dense.get_mut(&name) {
-                            store.set(slot, &d);
-                            added.entry(name).or_default().push(slot);
-                        }
-                    }
-                    Vector::Sparse(s) => {
-                        if let Some(store) = self.sparse.get_mut(&name) {
-                            store.set(slot, s);
-                        }
-                    }
-                }
-            }
+            self.place_vectors(slot, p.vectors, &mut added);
             self.slots[slot as usize] = Some(Slot {
                 id: p.id,
                 version: seq,
@@ -437,6 +423,31 @@ impl Points {
         }
         self.last_seq = seq;
         Ok(())
+    }
+
+    /// Stores a point's vectors in `slot` (sparse ones indexed at once) and notes, by name,
+    /// which dense slots still need adding to their HNSW index.
+    fn place_vectors(
+        &mut self,
+        slot: u32,
+        vectors: NamedVectors,
+        dense_added: &mut BTreeMap<String, Vec<u32>>,
+    ) {
+        for (name, v) in vectors {
+            match v {
+                Vector::Dense(d) => {
+                    if let Some(store) = self.dense.get_mut(&name) {
+                        store.set(slot, &d);
+                        dense_added.entry(name).or_default().push(slot);
+                    }
+                }
+                Vector::Sparse(s) => {
+                    if let Some(store) = self.sparse.get_mut(&name) {
+                        store.set(slot, s);
+                    }
+                }
+            }
+        }
     }
 
     fn allocate(&mut self, id: PointId) -> u32 {
@@ -668,21 +679,7 @@ impl Points {
                 version,
                 payload,
             });
-            for (name, v) in vectors {
-                match v {
-                    Vector::Dense(d) => {
-                        if let Some(store) = points.dense.get_mut(&name) {
-                            store.set(slot, &d);
-                            rebuild.entry(name).or_default().push(slot);
-                        }
-                    }
-                    Vector::Sparse(sv) => {
-                        if let Some(store) = points.sparse.get_mut(&name) {
-                            store.set(slot, sv);
-                        }
-                    }
-                }
-            }
+            points.place_vectors(slot, vectors, &mut rebuild);
         }
         points.free = (0..points.slots.len() as u32)
             .filter(|&s| points.slots[s as usize].is_none())

@@ -328,6 +328,15 @@ mod tests {
         (wal, seen)
     }
 
+    fn only_segment(dir: &Path) -> PathBuf {
+        let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(segments.len(), 1);
+        segments.pop().unwrap()
+    }
+
     #[test]
     fn records_come_back_in_order_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -350,12 +359,7 @@ mod tests {
         wal.append(b"first").unwrap();
         wal.append(b"second").unwrap();
         drop(wal);
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let seg = only_segment(dir.path());
         let len = fs::metadata(&seg).unwrap().len();
         OpenOptions::new()
             .write(true)
@@ -381,12 +385,7 @@ mod tests {
         wal.append(b"good").unwrap();
         wal.append(b"will rot").unwrap();
         drop(wal);
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let seg = only_segment(dir.path());
         let mut bytes = fs::read(&seg).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
