@@ -1,0 +1,149 @@
+//! Gathering: merging per-shard top-k lists into the answer one shard holding every point gives.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashSet};
+
+use shardd::output::ScoredPoint;
+use shardd::params::Distance;
+
+/// The order every shard ranks by: score per the distance's direction, then ascending id.
+pub fn rank(distance: Distance, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
+    distance
+        .cmp_scores(a.score, b.score)
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+/// One list's next candidate in the k-way merge; the heap pops the best first.
+struct Head<'a> {
+    point: &'a ScoredPoint,
+    list: usize,
+    at: usize,
+    distance: Distance,
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head<'_> {}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank(self.distance, other.point, self.point)
+    }
+}
+
+/// Merges per-shard lists, each sorted best first and holding that shard's best
+/// `offset + limit`, into the global `offset..offset + limit` window. A point listed by two
+/// shards (possible only while data moves between them) is kept once, at its better rank.
+pub fn merge_top_k(
+    lists: &[Vec<ScoredPoint>],
+    distance: Distance,
+    offset: usize,
+    limit: usize,
+) -> Vec<ScoredPoint> {
+    let mut heap: BinaryHeap<Head<'_>> = lists
+        .iter()
+        .enumerate()
+        .filter_map(|(list, points)| {
+            points.first().map(|point| Head {
+                point,
+                list,
+                at: 0,
+                distance,
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(limit.min(1024));
+    let mut skipped = 0;
+    while let Some(Head {
+        point, list, at, ..
+    }) = heap.pop()
+    {
+        if let Some(next) = lists[list].get(at + 1) {
+            heap.push(Head {
+                point: next,
+                list,
+                at: at + 1,
+                distance,
+            });
+        }
+        if !seen.insert(point.id) {
+            continue;
+        }
+        if skipped < offset {
+            skipped += 1;
+            continue;
+        }
+        out.push(point.clone());
+        if out.len() == limit {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use shardd::point::PointId;
+
+    fn point(id: u64, score: f32) -> ScoredPoint {
+        ScoredPoint {
+            id: PointId::Num(id),
+            version: 0,
+            score,
+            payload: None,
+            vector: None,
+        }
+    }
+
+    proptest! {
+        /// Merging each shard's best `offset + limit` equals ranking the union of all points.
+        #[test]
+        fn merge_equals_search_over_the_union(
+            scores in prop::collection::vec((0u8..3, -50i32..50), 0..120),
+            offset in 0usize..10,
+            limit in 1usize..20,
+            higher in any::<bool>(),
+        ) {
+            let distance = if higher { Distance::Dot } else { Distance::Euclid };
+            let all: Vec<(u8, ScoredPoint)> = scores.iter().enumerate().map(|(i, (s, x))| (*s, point(i as u64, *x as f32 / 4.0))).collect();
+            let mut union: Vec<ScoredPoint> = all.iter().map(|p| p.1.clone()).collect();
+            union.sort_by(|a, b| rank(distance, a, b));
+            let want: Vec<ScoredPoint> = union.into_iter().skip(offset).take(limit).collect();
+            let lists: Vec<Vec<ScoredPoint>> = (0..3u8)
+                .map(|shard| {
+                    let mut mine: Vec<ScoredPoint> = all.iter().filter(|p| p.0 == shard).map(|p| p.1.clone()).collect();
+                    mine.sort_by(|a, b| rank(distance, a, b));
+                    mine.truncate(offset + limit);
+                    mine
+                })
+                .collect();
+            prop_assert_eq!(merge_top_k(&lists, distance, offset, limit), want);
+        }
+    }
+
+    #[test]
+    fn duplicates_across_shards_are_kept_once() {
+        let lists = vec![
+            vec![point(1, 0.9), point(2, 0.5)],
+            vec![point(1, 0.9), point(3, 0.4)],
+        ];
+        let ids: Vec<PointId> = merge_top_k(&lists, Distance::Cosine, 0, 10)
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, vec![PointId::Num(1), PointId::Num(2), PointId::Num(3)]);
+    }
+}
