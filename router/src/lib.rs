@@ -1,8 +1,10 @@
 //! vecgate: the query router in front of shardd shards.
 //!
-//! This library holds the router's building blocks: the config model ([`config`]), point
-//! placement ([`ring`]) and the gather step of a search ([`merge`]).
+//! Building blocks so far: the config model ([`config`]), point placement ([`ring`]), replica
+//! live state ([`replica`]) and choice ([`balance`]), and the gather step of a search ([`merge`]).
 
+pub mod balance;
 pub mod config;
 pub mod merge;
+pub mod replica;
 pub mod ring;

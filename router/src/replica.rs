@@ -1,0 +1,149 @@
+//! One replica's live state: requests in flight, health, and passive ejection with backoff.
+//!
+//! The state is keyed by replica URL and carried across config reloads, so counters and
+//! ejections survive a reload that keeps the replica.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Consecutive failures that eject a replica.
+pub const EJECT_AFTER_FAILURES: u32 = 3;
+/// First ejection length; each further ejection doubles it, up to [`MAX_EJECTION`].
+pub const BASE_EJECTION: Duration = Duration::from_secs(1);
+/// Longest ejection.
+pub const MAX_EJECTION: Duration = Duration::from_secs(30);
+
+/// Live state of one replica.
+pub struct ReplicaState {
+    /// `http://host:port`, without a trailing slash.
+    pub url: String,
+    in_flight: AtomicUsize,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU64,
+    /// Milliseconds after `epoch` until which the replica is ejected (0: not ejected).
+    ejected_until_ms: AtomicU64,
+    /// Last answer of the active health check.
+    healthy: AtomicBool,
+    epoch: Instant,
+}
+
+/// Decrements the in-flight count when a request ends, however it ends.
+pub struct InFlight(Arc<ReplicaState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ReplicaState {
+    /// A replica assumed healthy until a check or a request says otherwise.
+    pub fn new(url: &str) -> Arc<Self> {
+        Arc::new(ReplicaState {
+            url: url.trim_end_matches('/').to_string(),
+            in_flight: AtomicUsize::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether the replica may get traffic: healthy and not ejected.
+    pub fn available(&self) -> bool {
+        self.healthy() && !self.ejected()
+    }
+
+    /// Whether the last active health check passed.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Whether the replica is inside an ejection window.
+    pub fn ejected(&self) -> bool {
+        self.now_ms() < self.ejected_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// How many times the replica was ejected.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::SeqCst)
+    }
+
+    /// Records the outcome of a request; enough consecutive failures eject the replica for a
+    /// backoff that doubles with each ejection. Returns whether this call ejected it.
+    pub fn record(&self, ok: bool) -> bool {
+        if ok {
+            self.consecutive_failures.store(0, Ordering::SeqCst);
+            return false;
+        }
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1;
+        if failures < EJECT_AFTER_FAILURES || self.ejected() {
+            return false;
+        }
+        let n = self.ejections.fetch_add(1, Ordering::SeqCst);
+        let backoff = BASE_EJECTION
+            .saturating_mul(1 << n.min(16))
+            .min(MAX_EJECTION);
+        self.ejected_until_ms
+            .store(self.now_ms() + backoff.as_millis() as u64, Ordering::SeqCst);
+        self.consecutive_failures.store(0, Ordering::SeqCst);
+        true
+    }
+
+    /// Records an active health check.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_failures_eject_and_success_resets() {
+        let r = ReplicaState::new("http://a:1/");
+        assert_eq!(r.url, "http://a:1");
+        assert!(!r.record(false));
+        assert!(!r.record(false));
+        r.record(true);
+        assert!(!r.record(false) && !r.record(false));
+        assert!(r.record(false), "third consecutive failure ejects");
+        assert!(r.ejected() && !r.available());
+        assert_eq!(r.ejections(), 1);
+    }
+
+    #[test]
+    fn in_flight_counts_guards() {
+        let r = ReplicaState::new("http://a:1");
+        let (a, b) = (r.start(), r.start());
+        assert_eq!(r.in_flight(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn unhealthy_replicas_are_unavailable() {
+        let r = ReplicaState::new("http://a:1");
+        r.set_healthy(false);
+        assert!(!r.available());
+    }
+}
