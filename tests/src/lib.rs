@@ -26,7 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let release = target_dir().ends_with("release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--bins"]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
         }
@@ -34,7 +34,7 @@ pub fn bin(name: &str) -> PathBuf {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo build");
-        assert!(status.success(), "cargo build --bins failed");
+        assert!(status.success(), "cargo build --workspace --bins failed");
     });
     let path = target_dir().join(name);
     assert!(path.exists(), "{} was not built", path.display());
