@@ -3,8 +3,13 @@
 //! Building blocks so far: the config model ([`config`]), point placement ([`ring`]), replica
 //! live state ([`replica`]) and choice ([`balance`]), and the gather step of a search ([`merge`]).
 
+pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod gateway;
 pub mod merge;
 pub mod replica;
 pub mod ring;
+pub mod server;
+pub mod topology;
+pub mod watch;

@@ -1,0 +1,901 @@
+//! The router's request path: parse, place by the ring, scatter to shards with deadlines and
+//! retries, gather (merge, sum or union), and answer in Qdrant's shapes.
+//!
+//! Writes are validated against the collection's schema before any shard sees them, so bad
+//! input changes nothing anywhere; then each shard's part goes to all of its replicas and
+//! succeeds when `write_consistency` of them acknowledge. Reads go to one replica per shard,
+//! chosen by the read policy; a replica that fails or times out is retried on another.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use shardd::api::{error_body, ok_body, percent_decode, query_param, QDRANT_API_VERSION};
+use shardd::collection::{Collection, PointWrite};
+use shardd::error::Error;
+use shardd::output::{Record, ScoredPoint};
+use shardd::params::{CollectionConfig, CreateCollection, Distance};
+use shardd::point::PointId;
+use shardd::wire::{
+    self, Batch, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan, QueryRequest,
+    ScrollRequest, SetPayloadRequest, UpsertRequest,
+};
+use tokio::time::Instant;
+
+use crate::backend::{call_builtin, Answer, CallError, HttpClient};
+use crate::balance::pick;
+use crate::config::{Config, ReadPolicy};
+use crate::merge::merge_top_k;
+use crate::topology::{Live, ShardKind, ShardRoute, Topology};
+
+/// One client request.
+pub struct Call {
+    /// HTTP method.
+    pub method: Method,
+    /// Path, percent-encoded.
+    pub path: String,
+    /// Query string.
+    pub query: Option<String>,
+    /// Body.
+    pub body: Bytes,
+    /// `x-vecgate-region`, if sent.
+    pub region: Option<String>,
+}
+
+/// The router's answer.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// Shards missing from a partial answer.
+    pub partial: Vec<String>,
+    /// Route template, for metrics.
+    pub route: &'static str,
+}
+
+/// What a collection's writes are validated against, and how its scores order.
+struct Schema {
+    collection: Collection,
+}
+
+impl Schema {
+    fn distance(&self, using: &str) -> Distance {
+        self.collection
+            .config
+            .vectors
+            .get(using)
+            .map_or(Distance::Dot, |p| p.distance)
+    }
+}
+
+type Outcome = Result<(Value, Vec<String>), Error>;
+
+/// The router.
+pub struct Gateway {
+    topology: ArcSwap<Topology>,
+    client: HttpClient,
+    /// State carried across reloads.
+    pub live: Live,
+    schemas: Mutex<HashMap<String, Arc<Schema>>>,
+}
+
+fn envelope_result(answer: &Answer) -> Result<Value, Error> {
+    let v: Value = serde_json::from_slice(&answer.body)
+        .map_err(|e| Error::Unavailable(format!("shard answered unreadable JSON: {e}")))?;
+    if answer.status == 200 {
+        return Ok(v["result"].clone());
+    }
+    let msg = v["status"]["error"]
+        .as_str()
+        .unwrap_or("shard error")
+        .to_string();
+    Err(match answer.status {
+        400 => Error::BadRequest(strip(&msg, "Wrong input: ")),
+        404 => Error::NotFound(strip(&msg, "Not found: ")),
+        409 => Error::Conflict(strip(&msg, "Conflict: ")),
+        413 => Error::TooLarge(strip(&msg, "Payload too large: ")),
+        _ => Error::Unavailable(msg),
+    })
+}
+
+fn strip(msg: &str, prefix: &str) -> String {
+    msg.strip_prefix(prefix).unwrap_or(msg).to_string()
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
+}
+
+fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_json::from_value(v)
+        .map_err(|e| Error::Unavailable(format!("shard answered an unexpected shape: {e}")))
+}
+
+fn to_body(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A point in the wire shape shards accept.
+fn point_json(p: &PointWrite) -> Value {
+    json!({"id": p.id, "vector": p.vectors, "payload": p.payload})
+}
+
+impl Gateway {
+    /// A gateway running `topology`.
+    pub fn new(topology: Topology, live: Live) -> Self {
+        Gateway {
+            topology: ArcSwap::from_pointee(topology),
+            client: HttpClient::default(),
+            live,
+            schemas: Mutex::default(),
+        }
+    }
+
+    /// The running topology.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    /// Swaps in a new topology; requests in flight finish on the one they started with.
+    pub fn swap(&self, topology: Topology) {
+        self.topology.store(Arc::new(topology));
+        self.schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Builds a topology for `config` (blocking) with this gateway's live state.
+    pub fn build(&self, config: Config) -> Result<Topology, String> {
+        self.live.build(config)
+    }
+
+    /// Asks every known replica's `/readyz` (half a second each, concurrently) and records
+    /// whether it answered 200.
+    pub async fn probe_replicas(&self) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let states = self.live.replica_states();
+        let probes = states.iter().map(|r| {
+            self.client
+                .call(&r.url, &Method::GET, "/readyz", Bytes::new(), deadline)
+        });
+        for (r, result) in states.iter().zip(join_all(probes).await) {
+            r.set_healthy(matches!(result, Ok(a) if a.status == 200));
+        }
+    }
+
+    /// Answers one client request.
+    pub async fn handle(&self, call: Call) -> Reply {
+        let started = StdInstant::now();
+        let topo = self.topology();
+        let timeout = Duration::from_millis(topo.config.routing.timeout_ms);
+        let asked = query_param(call.query.as_deref(), "timeout")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let deadline = Instant::now() + asked.map_or(timeout, |a| a.min(timeout));
+        let segments: Vec<String> = call
+            .path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let ctx = Ctx {
+            gw: self,
+            topo: &topo,
+            deadline,
+            region: call
+                .region
+                .clone()
+                .unwrap_or_else(|| topo.config.server.region.clone()),
+        };
+        let (route, outcome) = ctx.route(&call, &segs).await;
+        match outcome {
+            Ok((value, partial)) => Reply {
+                status: 200,
+                body: ok_body(value, started),
+                partial,
+                route,
+            },
+            Err(e) => Reply {
+                status: e.status(),
+                body: error_body(&e.to_string(), started),
+                partial: Vec::new(),
+                route,
+            },
+        }
+    }
+}
+
+/// One request's view: the topology it started on, its deadline and the caller's region.
+struct Ctx<'a> {
+    gw: &'a Gateway,
+    topo: &'a Topology,
+    deadline: Instant,
+    region: String,
+}
+
+/// Acknowledgements of one shard's part of a write.
+struct ShardWrite {
+    acks: usize,
+    needed: usize,
+    replicas: usize,
+    answers: Vec<Answer>,
+    failures: Vec<String>,
+}
+
+impl Ctx<'_> {
+    async fn route(&self, call: &Call, segs: &[&str]) -> (&'static str, Outcome) {
+        let m = &call.method;
+        let body = &call.body;
+        let full = |v: Result<Value, Error>| v.map(|v| (v, Vec::new()));
+        match segs {
+            [] if m == Method::GET => (
+                "/",
+                full(Ok(
+                    json!({"title": "vecgate", "version": QDRANT_API_VERSION}),
+                )),
+            ),
+            ["collections"] if m == Method::GET => ("/collections", self.list_collections().await),
+            ["collections", c] if m == Method::PUT => (
+                "/collections/{c}",
+                full(self.create_collection(c, body).await),
+            ),
+            ["collections", c] if m == Method::GET => {
+                ("/collections/{c}", self.collection_info(c).await)
+            }
+            ["collections", c] if m == Method::DELETE => {
+                ("/collections/{c}", full(self.drop_collection(c).await))
+            }
+            ["collections", c, "exists"] if m == Method::GET => {
+                ("/collections/{c}/exists", self.exists(c).await)
+            }
+            ["collections", c, "points"] if m == Method::PUT => {
+                ("/collections/{c}/points", full(self.upsert(c, body).await))
+            }
+            ["collections", c, "points"] if m == Method::POST => {
+                ("/collections/{c}/points", self.get_points(c, body).await)
+            }
+            ["collections", c, "points", "delete"] if m == Method::POST => (
+                "/collections/{c}/points/delete",
+                full(self.delete(c, body).await),
+            ),
+            ["collections", c, "points", "payload"] if m == Method::POST || m == Method::PUT => (
+                "/collections/{c}/points/payload",
+                full(self.set_payload(c, m, body).await),
+            ),
+            ["collections", c, "points", "query"] if m == Method::POST => (
+                "/collections/{c}/points/query",
+                self.query(c, parse(body))
+                    .await
+                    .map(|(v, p)| (json!({"points": v}), p)),
+            ),
+            ["collections", c, "points", "query", "batch"] if m == Method::POST => (
+                "/collections/{c}/points/query/batch",
+                self.query_batch(c, body).await,
+            ),
+            ["collections", c, "points", "search"] if m == Method::POST => (
+                "/collections/{c}/points/search",
+                self.search(c, parse(body)).await,
+            ),
+            ["collections", c, "points", "search", "batch"] if m == Method::POST => (
+                "/collections/{c}/points/search/batch",
+                self.search_batch(c, body).await,
+            ),
+            ["collections", c, "points", "scroll"] if m == Method::POST => {
+                ("/collections/{c}/points/scroll", self.scroll(c, body).await)
+            }
+            ["collections", c, "points", "count"] if m == Method::POST => {
+                ("/collections/{c}/points/count", self.count(c, body).await)
+            }
+            ["collections", c, "points", id] if m == Method::GET => {
+                ("/collections/{c}/points/{id}", self.get_point(c, id).await)
+            }
+            _ => (
+                "unmatched",
+                Err(Error::NotFound(format!("no route for {} {}", m, call.path))),
+            ),
+        }
+    }
+
+    fn policy(&self, collection: &str) -> ReadPolicy {
+        let routing = &self.topo.config.routing;
+        routing
+            .collections
+            .get(collection)
+            .map_or(routing.read_policy, |c| c.read_policy)
+    }
+
+    /// Reads from one replica of `shard`, retrying other replicas on failure until the deadline.
+    async fn read_one(
+        &self,
+        shard: &ShardRoute,
+        policy: ReadPolicy,
+        method: &Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        match &shard.kind {
+            ShardKind::Builtin(s) => call_builtin(
+                s.clone(),
+                method.clone(),
+                path.to_string(),
+                body,
+                self.deadline,
+            )
+            .await
+            .map_err(|e| format!("shard {}: {e}", shard.name)),
+            ShardKind::Remote(replicas) => {
+                let mut tried = Vec::new();
+                let mut last = String::from("no replica is available");
+                while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
+                    tried.push(i);
+                    let r = &replicas[i];
+                    let _in_flight = r.state.start();
+                    let result = self
+                        .gw
+                        .client
+                        .call(&r.state.url, method, path, body.clone(), self.deadline)
+                        .await;
+                    match result {
+                        Ok(a) if a.status < 500 => {
+                            r.state.record(true);
+                            return Ok(a);
+                        }
+                        Ok(a) => last = format!("{} answered {}", r.state.url, a.status),
+                        Err(CallError::Timeout) => {
+                            r.state.record(false);
+                            return Err(format!("shard {}: {} timed out", shard.name, r.state.url));
+                        }
+                        Err(e) => last = format!("{}: {e}", r.state.url),
+                    }
+                    r.state.record(false);
+                }
+                Err(format!("shard {}: {last}", shard.name))
+            }
+        }
+    }
+
+    /// Reads from every shard; failed shards are named, and tolerated only with `allow_partial`.
+    async fn scatter(
+        &self,
+        collection: &str,
+        method: &Method,
+        path: &str,
+        bodies: Vec<Bytes>,
+    ) -> Result<(Vec<Value>, Vec<String>), Error> {
+        let policy = self.policy(collection);
+        let calls = self
+            .topo
+            .shards
+            .iter()
+            .zip(bodies)
+            .map(|(shard, body)| self.read_one(shard, policy, method, path, body));
+        let answers = join_all(calls).await;
+        let mut results = Vec::new();
+        let mut missing = Vec::new();
+        let mut failures = Vec::new();
+        for (shard, answer) in self.topo.shards.iter().zip(answers) {
+            match answer {
+                Ok(a) => results.push(envelope_result(&a)?),
+                Err(why) => {
+                    missing.push(shard.name.clone());
+                    failures.push(why);
+                }
+            }
+        }
+        if !missing.is_empty() && (!self.topo.config.routing.allow_partial || results.is_empty()) {
+            return Err(Error::Unavailable(failures.join("; ")));
+        }
+        Ok((results, missing))
+    }
+
+    fn same_body(&self, body: &Bytes) -> Vec<Bytes> {
+        vec![body.clone(); self.topo.shards.len()]
+    }
+
+    /// Sends a write to every replica of `shard` and counts acknowledgements.
+    async fn write_shard(
+        &self,
+        shard: &ShardRoute,
+        method: &Method,
+        path: &str,
+        body: Bytes,
+    ) -> ShardWrite {
+        let needed_of = |n| self.topo.config.routing.write_consistency.required(n);
+        match &shard.kind {
+            ShardKind::Builtin(s) => {
+                let result = call_builtin(
+                    s.clone(),
+                    method.clone(),
+                    path.to_string(),
+                    body,
+                    self.deadline,
+                )
+                .await;
+                let mut w = ShardWrite {
+                    acks: 0,
+                    needed: 1,
+                    replicas: 1,
+                    answers: Vec::new(),
+                    failures: Vec::new(),
+                };
+                match result {
+                    Ok(a) => {
+                        w.acks += usize::from(a.status == 200);
+                        w.answers.push(a);
+                    }
+                    Err(e) => w.failures.push(format!("built-in: {e}")),
+                }
+                w
+            }
+            ShardKind::Remote(replicas) => {
+                let calls = replicas.iter().map(|r| {
+                    let body = body.clone();
+                    async move {
+                        let _in_flight = r.state.start();
+                        let result = self
+                            .gw
+                            .client
+                            .call(&r.state.url, method, path, body, self.deadline)
+                            .await;
+                        r.state.record(matches!(&result, Ok(a) if a.status < 500));
+                        (r, result)
+                    }
+                });
+                let mut w = ShardWrite {
+                    acks: 0,
+                    needed: needed_of(replicas.len()),
+                    replicas: replicas.len(),
+                    answers: Vec::new(),
+                    failures: Vec::new(),
+                };
+                for (r, result) in join_all(calls).await {
+                    match result {
+                        Ok(a) => {
+                            if a.status == 200 {
+                                w.acks += 1;
+                            } else if a.status >= 500 {
+                                w.failures
+                                    .push(format!("{} answered {}", r.state.url, a.status));
+                            }
+                            w.answers.push(a);
+                        }
+                        Err(e) => w.failures.push(format!("{}: {e}", r.state.url)),
+                    }
+                }
+                w
+            }
+        }
+    }
+
+    /// Writes to the given shards, each with its own body, and checks every one reached its
+    /// consistency level. A client error from any replica is returned as is.
+    async fn write(
+        &self,
+        method: &Method,
+        path: &str,
+        parts: Vec<(usize, Bytes)>,
+    ) -> Result<Vec<Value>, Error> {
+        let calls = parts.into_iter().map(|(i, body)| {
+            let shard = &self.topo.shards[i];
+            async move { (shard, self.write_shard(shard, method, path, body).await) }
+        });
+        let mut results = Vec::new();
+        let mut short = Vec::new();
+        for (shard, w) in join_all(calls).await {
+            if let Some(client_error) = w.answers.iter().find(|a| (400..500).contains(&a.status)) {
+                return Err(envelope_result(client_error).expect_err("4xx answers are errors"));
+            }
+            if w.acks < w.needed {
+                short.push(format!(
+                    "shard {}: {} of {} replicas acknowledged, {} needed ({})",
+                    shard.name,
+                    w.acks,
+                    w.replicas,
+                    w.needed,
+                    w.failures.join(", ")
+                ));
+            }
+            if let Some(a) = w.answers.iter().find(|a| a.status == 200) {
+                results.push(envelope_result(a)?);
+            }
+        }
+        if !short.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "write not acknowledged: {}",
+                short.join("; ")
+            )));
+        }
+        Ok(results)
+    }
+
+    fn all_shards(&self, body: &Bytes) -> Vec<(usize, Bytes)> {
+        (0..self.topo.shards.len())
+            .map(|i| (i, body.clone()))
+            .collect()
+    }
+
+    fn owner(&self, id: &PointId) -> usize {
+        self.topo
+            .ring
+            .owner(id)
+            .expect("a validated config has at least one shard")
+    }
+
+    fn by_owner<T>(&self, items: Vec<T>, id: impl Fn(&T) -> PointId) -> BTreeMap<usize, Vec<T>> {
+        let mut parts: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        for item in items {
+            parts.entry(self.owner(&id(&item))).or_default().push(item);
+        }
+        parts
+    }
+
+    fn update_result(results: &[Value], wait: bool) -> Value {
+        let op = results
+            .iter()
+            .filter_map(|r| r["operation_id"].as_u64())
+            .max()
+            .unwrap_or(0);
+        json!({"operation_id": op, "status": if wait { "completed" } else { "acknowledged" }})
+    }
+
+    async fn schema(&self, collection: &str) -> Result<Arc<Schema>, Error> {
+        if let Some(s) = self
+            .gw
+            .schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+        {
+            return Ok(s.clone());
+        }
+        let path = format!("/collections/{}", encode_segment(collection));
+        let shard = &self.topo.shards[0];
+        let answer = self
+            .read_one(
+                shard,
+                self.policy(collection),
+                &Method::GET,
+                &path,
+                Bytes::new(),
+            )
+            .await
+            .map_err(Error::Unavailable)?;
+        let info = envelope_result(&answer)?;
+        let params = &info["config"]["params"];
+        let req: CreateCollection = from_value(json!({
+            "vectors": params["vectors"],
+            "sparse_vectors": params.get("sparse_vectors").cloned().unwrap_or(Value::Null),
+            "hnsw_config": info["config"]["hnsw_config"],
+        }))?;
+        let config = CollectionConfig::from_request(req)?;
+        let schema = Arc::new(Schema {
+            collection: Collection::new(collection.to_string(), config)?,
+        });
+        self.gw
+            .schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(collection.to_string(), schema.clone());
+        Ok(schema)
+    }
+
+    fn forget_schema(&self, collection: &str) {
+        self.gw
+            .schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(collection);
+    }
+
+    async fn list_collections(&self) -> Outcome {
+        let (results, missing) = self
+            .scatter(
+                "",
+                &Method::GET,
+                "/collections",
+                self.same_body(&Bytes::new()),
+            )
+            .await?;
+        let mut names: Vec<String> = results
+            .iter()
+            .flat_map(|r| r["collections"].as_array().cloned().unwrap_or_default())
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok((
+            json!({"collections": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()}),
+            missing,
+        ))
+    }
+
+    async fn create_collection(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
+        let req: CreateCollection = parse(body)?;
+        CollectionConfig::from_request(req)?;
+        shardd::shard::validate_name(c)?;
+        self.forget_schema(c);
+        let path = format!("/collections/{}", encode_segment(c));
+        self.write(&Method::PUT, &path, self.all_shards(body))
+            .await?;
+        Ok(Value::Bool(true))
+    }
+
+    async fn drop_collection(&self, c: &str) -> Result<Value, Error> {
+        self.forget_schema(c);
+        let path = format!("/collections/{}", encode_segment(c));
+        let results = self
+            .write(&Method::DELETE, &path, self.all_shards(&Bytes::new()))
+            .await?;
+        Ok(Value::Bool(
+            results.iter().any(|r| r.as_bool() == Some(true)),
+        ))
+    }
+
+    async fn collection_info(&self, c: &str) -> Outcome {
+        let path = format!("/collections/{}", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::GET, &path, self.same_body(&Bytes::new()))
+            .await?;
+        let mut info = results.first().cloned().unwrap_or(Value::Null);
+        for key in ["points_count", "indexed_vectors_count"] {
+            info[key] = json!(results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>());
+        }
+        info["config"]["params"]["shard_number"] = json!(self.topo.shards.len());
+        Ok((info, missing))
+    }
+
+    async fn exists(&self, c: &str) -> Outcome {
+        let path = format!("/collections/{}/exists", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::GET, &path, self.same_body(&Bytes::new()))
+            .await?;
+        Ok((
+            json!({"exists": results.iter().any(|r| r["exists"] == json!(true))}),
+            missing,
+        ))
+    }
+
+    async fn upsert(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
+        let points = parse::<UpsertRequest>(body)?.into_points()?;
+        let schema = self.schema(c).await?;
+        schema.collection.validate(points.clone())?;
+        let path = format!("/collections/{}/points?wait=true", encode_segment(c));
+        let parts = self
+            .by_owner(points, |p| p.id)
+            .into_iter()
+            .map(|(i, pts)| {
+                (
+                    i,
+                    to_body(&json!({"points": pts.iter().map(point_json).collect::<Vec<_>>()})),
+                )
+            })
+            .collect();
+        let results = self.write(&Method::PUT, &path, parts).await?;
+        Ok(Self::update_result(&results, true))
+    }
+
+    async fn delete(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
+        let req: DeleteRequest = parse(body)?;
+        let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
+        let parts = match (req.points, req.filter) {
+            (Some(ids), None) => self
+                .by_owner(ids, |id| *id)
+                .into_iter()
+                .map(|(i, ids)| (i, to_body(&json!({"points": ids}))))
+                .collect(),
+            (None, Some(_)) => self.all_shards(body),
+            _ => return Err(Error::bad("give exactly one of `points` (ids) or `filter`")),
+        };
+        let results = self.write(&Method::POST, &path, parts).await?;
+        Ok(Self::update_result(&results, true))
+    }
+
+    async fn set_payload(&self, c: &str, method: &Method, body: &Bytes) -> Result<Value, Error> {
+        let req: SetPayloadRequest = parse(body)?;
+        let path = format!(
+            "/collections/{}/points/payload?wait=true",
+            encode_segment(c)
+        );
+        let parts = match (&req.points, &req.filter) {
+            (Some(ids), None) => self
+                .by_owner(ids.clone(), |id| *id)
+                .into_iter()
+                .map(|(i, ids)| {
+                    (
+                        i,
+                        to_body(&json!({"payload": req.payload, "points": ids, "key": req.key})),
+                    )
+                })
+                .collect(),
+            (None, Some(_)) => self.all_shards(body),
+            _ => return Err(Error::bad("give exactly one of `points` (ids) or `filter`")),
+        };
+        let results = self.write(method, &path, parts).await?;
+        Ok(Self::update_result(&results, true))
+    }
+
+    async fn get_points(&self, c: &str, body: &Bytes) -> Outcome {
+        let req: GetPointsRequest = parse(body)?;
+        let path = format!("/collections/{}/points", encode_segment(c));
+        let policy = self.policy(c);
+        let parts = self.by_owner(req.ids.clone(), |id| *id);
+        let calls = parts.iter().map(|(&i, ids)| {
+            let body = to_body(&json!({"ids": ids, "with_payload": req.with_payload, "with_vector": req.with_vector}));
+            self.read_one(&self.topo.shards[i], policy, &Method::POST, &path, body)
+        });
+        let mut found: HashMap<PointId, Value> = HashMap::new();
+        for answer in join_all(calls).await {
+            let records: Vec<Record> =
+                from_value(envelope_result(&answer.map_err(Error::Unavailable)?)?)?;
+            for r in records {
+                found.insert(r.id, serde_json::to_value(&r).unwrap_or(Value::Null));
+            }
+        }
+        let ordered: Vec<Value> = req.ids.iter().filter_map(|id| found.remove(id)).collect();
+        Ok((Value::Array(ordered), Vec::new()))
+    }
+
+    async fn get_point(&self, c: &str, id: &str) -> Outcome {
+        let parsed = PointId::parse(id)?;
+        let shard = &self.topo.shards[self.owner(&parsed)];
+        let path = format!(
+            "/collections/{}/points/{}",
+            encode_segment(c),
+            encode_segment(id)
+        );
+        let answer = self
+            .read_one(shard, self.policy(c), &Method::GET, &path, Bytes::new())
+            .await
+            .map_err(Error::Unavailable)?;
+        Ok((envelope_result(&answer)?, Vec::new()))
+    }
+
+    /// Runs one query over every shard and merges; answers the points as a JSON list. Shards get
+    /// the client's own request with `limit` widened to `offset + limit` and `offset` 0.
+    async fn query(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
+        let raw = raw?;
+        let req: QueryRequest = serde_json::from_value(raw.clone())
+            .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
+        let plan = req.into_plan()?;
+        let (limit, offset, distance) = match &plan {
+            QueryPlan::Search(s) => (s.limit, s.offset, self.schema(c).await?.distance(&s.using)),
+            QueryPlan::List { limit, offset, .. } => (*limit, *offset, Distance::Dot),
+        };
+        let mut body = raw;
+        body["limit"] = json!(limit + offset);
+        body["offset"] = json!(0);
+        let path = format!("/collections/{}/points/query", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
+            .await?;
+        let lists: Vec<Vec<ScoredPoint>> = results
+            .into_iter()
+            .map(|r| from_value(r["points"].clone()))
+            .collect::<Result<_, _>>()?;
+        let merged = match plan {
+            QueryPlan::Search(_) => merge_top_k(&lists, distance, offset, limit),
+            QueryPlan::List { .. } => {
+                let mut all: Vec<ScoredPoint> = lists.into_iter().flatten().collect();
+                all.sort_by_key(|p| p.id);
+                all.into_iter().skip(offset).take(limit).collect()
+            }
+        };
+        Ok((serde_json::to_value(merged).unwrap_or(Value::Null), missing))
+    }
+
+    async fn query_batch(&self, c: &str, body: &Bytes) -> Outcome {
+        let batch: Batch<Value> = parse(body)?;
+        let answers = join_all(batch.searches.into_iter().map(|q| self.query(c, Ok(q)))).await;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for a in answers {
+            let (points, m) = a?;
+            out.push(json!({"points": points}));
+            missing.extend(m);
+        }
+        missing.sort();
+        missing.dedup();
+        Ok((Value::Array(out), missing))
+    }
+
+    async fn search(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
+        let mut body = raw?;
+        let req: LegacySearchRequest = serde_json::from_value(body.clone())
+            .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
+        let search = req.into_search()?;
+        let distance = self.schema(c).await?.distance(&search.using);
+        body["limit"] = json!(search.limit + search.offset);
+        body["offset"] = json!(0);
+        let path = format!("/collections/{}/points/search", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
+            .await?;
+        let lists: Vec<Vec<ScoredPoint>> = results
+            .into_iter()
+            .map(from_value)
+            .collect::<Result<_, _>>()?;
+        Ok((
+            serde_json::to_value(merge_top_k(&lists, distance, search.offset, search.limit))
+                .unwrap_or(Value::Null),
+            missing,
+        ))
+    }
+
+    async fn search_batch(&self, c: &str, body: &Bytes) -> Outcome {
+        let batch: Batch<Value> = parse(body)?;
+        let answers = join_all(batch.searches.into_iter().map(|q| self.search(c, Ok(q)))).await;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for a in answers {
+            let (points, m) = a?;
+            out.push(points);
+            missing.extend(m);
+        }
+        missing.sort();
+        missing.dedup();
+        Ok((Value::Array(out), missing))
+    }
+
+    async fn scroll(&self, c: &str, body: &Bytes) -> Outcome {
+        let req: ScrollRequest = parse(body)?;
+        let limit = req.limit.unwrap_or(10);
+        wire::check_limit(limit, 0)?;
+        let mut shard_body: Value = parse(body)?;
+        shard_body["limit"] = json!(limit + 1);
+        let path = format!("/collections/{}/points/scroll", encode_segment(c));
+        let (results, missing) = self
+            .scatter(
+                c,
+                &Method::POST,
+                &path,
+                self.same_body(&to_body(&shard_body)),
+            )
+            .await?;
+        let mut all: Vec<Record> = Vec::new();
+        for r in results {
+            all.extend(from_value::<Vec<Record>>(r["points"].clone())?);
+        }
+        all.sort_by_key(|p| p.id);
+        let next = all.get(limit).map(|r| r.id);
+        all.truncate(limit);
+        Ok((json!({"points": all, "next_page_offset": next}), missing))
+    }
+
+    async fn count(&self, c: &str, body: &Bytes) -> Outcome {
+        let path = format!("/collections/{}/points/count", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::POST, &path, self.same_body(body))
+            .await?;
+        Ok((
+            json!({"count": results.iter().filter_map(|r| r["count"].as_u64()).sum::<u64>()}),
+            missing,
+        ))
+    }
+}
+
+/// Percent-encodes a path segment (collection names may hold any character but `/`).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
