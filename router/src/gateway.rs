@@ -343,11 +343,21 @@ impl Ctx<'_> {
                 while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
                     tried.push(i);
                     let r = &replicas[i];
+                    // While another replica could still answer, one attempt may use half of
+                    // what is left, so a hung replica costs a retry rather than the request.
+                    let now = Instant::now();
+                    let others_left = replicas.len() > tried.len();
+                    let left = self.deadline.saturating_duration_since(now);
+                    let attempt_deadline = if others_left {
+                        now + left / 2
+                    } else {
+                        self.deadline
+                    };
                     let _in_flight = r.state.start();
                     let result = self
                         .gw
                         .client
-                        .call(&r.state.url, method, path, body.clone(), self.deadline)
+                        .call(&r.state.url, method, path, body.clone(), attempt_deadline)
                         .await;
                     match result {
                         Ok(a) if a.status < 500 => {
@@ -355,10 +365,7 @@ impl Ctx<'_> {
                             return Ok(a);
                         }
                         Ok(a) => last = format!("{} answered {}", r.state.url, a.status),
-                        Err(CallError::Timeout) => {
-                            r.state.record(false);
-                            return Err(format!("shard {}: {} timed out", shard.name, r.state.url));
-                        }
+                        Err(CallError::Timeout) => last = format!("{} timed out", r.state.url),
                         Err(e) => last = format!("{}: {e}", r.state.url),
                     }
                     r.state.record(false);
