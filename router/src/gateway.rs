@@ -29,9 +29,10 @@ use shardd::wire::{
 use tokio::time::Instant;
 
 use crate::backend::{call_builtin, Answer, CallError, HttpClient};
-use crate::balance::pick;
+use crate::balance::{pick, Replica};
 use crate::config::{Config, ReadPolicy};
 use crate::merge::merge_top_k;
+use crate::metrics::RouterMetrics;
 use crate::topology::{Live, ShardKind, ShardRoute, Topology};
 
 /// One client request.
@@ -84,6 +85,7 @@ pub struct Gateway {
     /// State carried across reloads.
     pub live: Live,
     schemas: Mutex<HashMap<String, Arc<Schema>>>,
+    metrics: Arc<RouterMetrics>,
 }
 
 fn envelope_result(answer: &Answer) -> Result<Value, Error> {
@@ -134,12 +136,33 @@ fn point_json(p: &PointWrite) -> Value {
 
 impl Gateway {
     /// A gateway running `topology`.
-    pub fn new(topology: Topology, live: Live) -> Self {
+    pub fn new(topology: Topology, live: Live, metrics: Arc<RouterMetrics>) -> Self {
         Gateway {
             topology: ArcSwap::from_pointee(topology),
             client: HttpClient::default(),
             live,
             schemas: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Records the outcome of one call to a replica of `shard`, ejecting it after repeated failures.
+    fn observe(&self, shard: &str, replica: &Replica, result: &Result<Answer, CallError>) {
+        let (ok, outcome) = match result {
+            Ok(a) if a.status < 500 => (true, "ok"),
+            Ok(_) | Err(CallError::Transport(_)) => (false, "error"),
+            Err(CallError::Timeout) => (false, "timeout"),
+        };
+        self.metrics
+            .replica_calls
+            .with_label_values(&[shard, &replica.state.url, outcome])
+            .inc();
+        if replica.state.record(ok) {
+            self.metrics
+                .ejections
+                .with_label_values(&[shard, &replica.state.url])
+                .inc();
+            tracing::warn!(shard, url = %replica.state.url, "replica ejected after consecutive failures");
         }
     }
 
@@ -359,16 +382,13 @@ impl Ctx<'_> {
                         .client
                         .call(&r.state.url, method, path, body.clone(), attempt_deadline)
                         .await;
+                    self.gw.observe(&shard.name, r, &result);
                     match result {
-                        Ok(a) if a.status < 500 => {
-                            r.state.record(true);
-                            return Ok(a);
-                        }
+                        Ok(a) if a.status < 500 => return Ok(a),
                         Ok(a) => last = format!("{} answered {}", r.state.url, a.status),
                         Err(CallError::Timeout) => last = format!("{} timed out", r.state.url),
                         Err(e) => last = format!("{}: {e}", r.state.url),
                     }
-                    r.state.record(false);
                 }
                 Err(format!("shard {}: {last}", shard.name))
             }
@@ -458,7 +478,7 @@ impl Ctx<'_> {
                             .client
                             .call(&r.state.url, method, path, body, self.deadline)
                             .await;
-                        r.state.record(matches!(&result, Ok(a) if a.status < 500));
+                        self.gw.observe(&shard.name, r, &result);
                         (r, result)
                     }
                 });

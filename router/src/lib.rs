@@ -8,6 +8,7 @@ pub mod balance;
 pub mod config;
 pub mod gateway;
 pub mod merge;
+pub mod metrics;
 pub mod replica;
 pub mod ring;
 pub mod server;

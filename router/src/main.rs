@@ -14,7 +14,8 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use vecgate::config::{self, Config};
 use vecgate::gateway::Gateway;
-use vecgate::server::{AdminApp, ApiApp, Maintenance, RouterMetrics};
+use vecgate::metrics::RouterMetrics;
+use vecgate::server::{AdminApp, ApiApp, Maintenance};
 use vecgate::topology::Live;
 use vecgate::watch::ConfigWatch;
 
@@ -83,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(RouterMetrics::new(&registry)?);
     let live = Live::new(engine_metrics);
     let topology = live.build(config).map_err(anyhow::Error::msg)?;
-    let gateway = Arc::new(Gateway::new(topology, live));
+    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone()));
 
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -12,63 +12,17 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 use shardd::api::error_body;
 
 use crate::config;
 use crate::gateway::{Call, Gateway};
+use crate::metrics::RouterMetrics;
 use crate::topology::ShardKind;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
-
-/// Router-level metrics.
-pub struct RouterMetrics {
-    requests: IntCounterVec,
-    latency: HistogramVec,
-    reloads: IntCounterVec,
-}
-
-impl RouterMetrics {
-    /// Registers the router's metrics in `registry`.
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "vecgate_http_requests_total",
-                "Client requests by route, method and status",
-            ),
-            &["route", "method", "status"],
-        )?;
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "vecgate_http_request_duration_seconds",
-                "Client request latency by route",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
-            &["route"],
-        )?;
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "vecgate_config_reloads_total",
-                "Config reloads by result (ok, invalid)",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        Ok(RouterMetrics {
-            requests,
-            latency,
-            reloads,
-        })
-    }
-}
 
 fn respond(
     status: u16,

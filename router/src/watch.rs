@@ -14,7 +14,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::gateway::Gateway;
-use crate::server::{reload, RouterMetrics};
+use crate::metrics::RouterMetrics;
+use crate::server::reload;
 
 /// Reloads the config on SIGHUP or when the file changes.
 pub struct ConfigWatch {

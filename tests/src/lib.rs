@@ -45,27 +45,55 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Process {
     name: String,
     args: Vec<String>,
+    listeners: usize,
     child: Option<Child>,
-    /// Where it listens.
+    /// Where it listens (its first listener).
     pub addr: SocketAddr,
+    /// Every listener, in the order it printed them.
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl Process {
     /// Starts `name` with `args` and waits (up to 30 s) for its `listening on ADDR` line.
     pub fn spawn(name: &str, args: &[&str]) -> Process {
+        Self::spawn_with_listeners(name, args, 1)
+    }
+
+    /// Starts `name` and waits for `listeners` lines of `listening on ADDR`.
+    pub fn spawn_with_listeners(name: &str, args: &[&str], listeners: usize) -> Process {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = start(name, &args);
+        let (child, addrs) = start(name, &args, listeners);
         Process {
             name: name.to_string(),
             args,
+            listeners,
             child: Some(child),
+            addr: addrs[0],
+            addrs,
+        }
+    }
+
+    /// A process slot not yet started (dropping it does nothing).
+    fn placeholder() -> Process {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        Process {
+            name: String::new(),
+            args: Vec::new(),
+            listeners: 0,
+            child: None,
             addr,
+            addrs: Vec::new(),
         }
     }
 
     /// `http://ADDR`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL, as a crash would.
@@ -104,9 +132,10 @@ impl Process {
         if let Some(i) = args.iter().position(|a| a == "--listen") {
             args[i + 1] = listen;
         }
-        let (child, addr) = start(&self.name, &args);
+        let (child, addrs) = start(&self.name, &args, self.listeners);
         self.child = Some(child);
-        self.addr = addr;
+        self.addr = addrs[0];
+        self.addrs = addrs;
     }
 }
 
@@ -116,7 +145,7 @@ impl Drop for Process {
     }
 }
 
-fn start(name: &str, args: &[String]) -> (Child, SocketAddr) {
+fn start(name: &str, args: &[String], listeners: usize) -> (Child, Vec<SocketAddr>) {
     let stderr = if std::env::var_os("VECGATE_TEST_LOG").is_some() {
         Stdio::inherit()
     } else {
@@ -131,23 +160,26 @@ fn start(name: &str, args: &[String]) -> (Child, SocketAddr) {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(first)) = lines.next() {
-            let _ = tx.send(first);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
         }
-        for _ in lines {}
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("{name} did not print `listening on` within 30 s")
-        });
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
-    (child, addr)
+    let mut addrs = Vec::new();
+    while addrs.len() < listeners {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("{name} did not print `listening on` within 30 s")
+            });
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"));
+        addrs.push(addr);
+    }
+    (child, addrs)
 }
 
 /// An HTTP client with a deadline on every call.
@@ -216,4 +248,111 @@ pub fn shardd(data_dir: &Path, extra: &[&str]) -> Process {
     let p = Process::spawn("shardd", &args);
     wait_for(&format!("{}/readyz", p.url()), Duration::from_secs(60));
     p
+}
+
+/// A vecgate running `config`, ready to serve; `addrs[1]` is its admin listener.
+pub fn vecgate(config: &Path) -> Process {
+    let p = Process::spawn_with_listeners(
+        "vecgate",
+        &["--config", config.to_str().expect("utf-8 path")],
+        2,
+    );
+    wait_for(&format!("{}/healthz", p.url()), Duration::from_secs(60));
+    wait_for(
+        &format!("http://{}/healthz", p.addrs[1]),
+        Duration::from_secs(60),
+    );
+    p
+}
+
+/// The sum of every sample of `metric` at `url/metrics` whose labels contain all of `labels`.
+pub fn metric(url: &str, metric: &str, labels: &[&str]) -> f64 {
+    let text = client()
+        .get(format!("{url}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|kv| l.contains(kv)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Shards of shardd replicas behind one vecgate, all on 127.0.0.1.
+pub struct Cluster {
+    /// Replicas by shard (`s0`, `s1`, ...).
+    pub replicas: Vec<Vec<Process>>,
+    /// The router.
+    pub router: Process,
+    /// The router's config file.
+    pub config: PathBuf,
+    /// The region of replica `j` of every shard; the router runs in `regions[0]`.
+    pub regions: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `shards` x `regions.len()` shardd daemons and a vecgate with `routing` as the body
+    /// of its `[routing]` section.
+    pub fn start(shards: usize, regions: &[&str], routing: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let replicas = (0..shards)
+            .map(|s| {
+                (0..regions.len())
+                    .map(|r| shardd(&dir.path().join(format!("s{s}-{r}")), &[]))
+                    .collect()
+            })
+            .collect();
+        let config = dir.path().join("vecgate.toml");
+        let regions = regions.iter().map(|r| r.to_string()).collect();
+        let mut c = Cluster {
+            replicas,
+            router: Process::placeholder(),
+            config,
+            regions,
+            dir,
+        };
+        c.write_config(routing, None);
+        c.router = vecgate(&c.config);
+        c
+    }
+
+    /// Rewrites the config file atomically: `routing` as `[routing]`, and every replica except
+    /// `omit` = (shard, replica).
+    pub fn write_config(&self, routing: &str, omit: Option<(usize, usize)>) {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nregion = \"{}\"\ndata_dir = \"{}\"\n\n[routing]\n{routing}\n",
+            self.regions[0],
+            self.dir.path().join("router-data").display()
+        );
+        for (s, replicas) in self.replicas.iter().enumerate() {
+            text.push_str(&format!("\n[[shards]]\nname = \"s{s}\"\nreplicas = [\n"));
+            for (r, p) in replicas.iter().enumerate() {
+                if omit != Some((s, r)) {
+                    text.push_str(&format!(
+                        "  {{ url = \"{}\", region = \"{}\" }},\n",
+                        p.url(),
+                        self.regions[r]
+                    ));
+                }
+            }
+            text.push_str("]\n");
+        }
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("writing config");
+        std::fs::rename(&tmp, &self.config).expect("renaming config");
+    }
+
+    /// The router's API URL.
+    pub fn url(&self) -> String {
+        self.router.url()
+    }
+
+    /// The router's admin URL.
+    pub fn admin(&self) -> String {
+        format!("http://{}", self.router.addrs[1])
+    }
 }

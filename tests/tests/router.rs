@@ -1,0 +1,609 @@
+//! End-to-end tests of `vecgate` in front of real shardd replicas (3 shards x 2 replicas):
+//! equality with one shard, quorum writes, failover, read policies and hot reload.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+const DIM: usize = 8;
+
+fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect()
+}
+
+fn setup(url: &str, data: &[Vec<f32>]) {
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs"),
+        Some(&json!({"vectors": {"size": DIM, "distance": "Dot"}})),
+    );
+    for (c, chunk) in data.chunks(100).enumerate() {
+        let points: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = c * 100 + j;
+                let id = if i % 5 == 0 {
+                    json!(format!("00000000-0000-0000-0000-{i:012}"))
+                } else {
+                    json!(i)
+                };
+                json!({"id": id, "vector": v, "payload": {"group": format!("g{}", i % 7), "n": i}})
+            })
+            .collect();
+        ok(
+            "PUT",
+            &format!("{url}/collections/docs/points?wait=true"),
+            Some(&json!({"points": points})),
+        );
+    }
+}
+
+/// An admin endpoint's JSON (not wrapped in Qdrant's envelope).
+fn admin_json(url: &str) -> Value {
+    let (status, body) = call("GET", url, None);
+    assert_eq!(status, 200, "{url}: {body}");
+    body
+}
+
+fn ids(points: &Value) -> Vec<Value> {
+    points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect()
+}
+
+fn search_body(q: &[f32]) -> Value {
+    json!({"query": q, "limit": 7, "offset": 3, "with_payload": true, "filter": {"must_not": [{"key": "group", "match": {"value": "g3"}}]}})
+}
+
+#[test]
+fn a_sharded_cluster_answers_like_one_shard() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "read_policy = \"round_robin\"");
+    let dir = tempfile::tempdir().unwrap();
+    let single = shardd(dir.path(), &[]);
+    let data = random_vectors(600, 1);
+    setup(&cluster.url(), &data);
+    setup(&single.url(), &data);
+    let (routed, alone) = (cluster.url(), single.url());
+    let both = |method: &str, path: &str, body: Value| {
+        let a = ok(method, &format!("{routed}{path}"), Some(&body));
+        let b = ok(method, &format!("{alone}{path}"), Some(&body));
+        (a, b)
+    };
+    for q in random_vectors(15, 2) {
+        let (a, b) = both("POST", "/collections/docs/points/query", search_body(&q));
+        assert_eq!(a, b, "query differs");
+        let (a, b) = both(
+            "POST",
+            "/collections/docs/points/search",
+            json!({"vector": q, "limit": 5}),
+        );
+        assert_eq!(a, b, "legacy search differs");
+    }
+    let (a, b) = both(
+        "POST",
+        "/collections/docs/points/query/batch",
+        json!({"searches": [search_body(&data[0]), {"filter": {"must": [{"key": "group", "match": {"value": "g1"}}]}, "limit": 4, "offset": 2}]}),
+    );
+    assert_eq!(a, b, "batch or listing differs");
+    for filter in [
+        json!(null),
+        json!({"must": [{"key": "n", "range": {"gte": 100, "lt": 400}}]}),
+    ] {
+        let (a, b) = both(
+            "POST",
+            "/collections/docs/points/count",
+            json!({"filter": filter}),
+        );
+        assert_eq!(a, b);
+        let mut pages = (Vec::new(), Vec::new());
+        for (url, out) in [(&routed, &mut pages.0), (&alone, &mut pages.1)] {
+            let mut offset = Value::Null;
+            loop {
+                let page = ok(
+                    "POST",
+                    &format!("{url}/collections/docs/points/scroll"),
+                    Some(&json!({"limit": 37, "offset": offset, "filter": filter})),
+                );
+                out.extend(ids(&page["points"]));
+                offset = page["next_page_offset"].clone();
+                if offset.is_null() {
+                    break;
+                }
+            }
+        }
+        assert_eq!(pages.0, pages.1, "scroll paging differs");
+    }
+    let (a, b) = both(
+        "POST",
+        "/collections/docs/points",
+        json!({"ids": [5, 3, "00000000-0000-0000-0000-000000000010", 999999], "with_vector": true}),
+    );
+    assert_eq!(a, b);
+    assert_eq!(
+        ok("GET", &format!("{routed}/collections/docs/points/7"), None),
+        ok("GET", &format!("{alone}/collections/docs/points/7"), None)
+    );
+    both(
+        "POST",
+        "/collections/docs/points/delete",
+        json!({"filter": {"must": [{"key": "group", "match": {"value": "g2"}}]}}),
+    );
+    both(
+        "POST",
+        "/collections/docs/points/payload",
+        json!({"payload": {"tagged": true}, "points": [1, 3, 4]}),
+    );
+    both(
+        "POST",
+        "/collections/docs/points/delete",
+        json!({"points": [1, 8, 9]}),
+    );
+    let (a, b) = both(
+        "POST",
+        "/collections/docs/points/scroll",
+        json!({"limit": 1000, "with_payload": true}),
+    );
+    assert_eq!(a, b, "state after deletes and payload writes differs");
+    let info = ok("GET", &format!("{routed}/collections/docs"), None);
+    assert_eq!(
+        info["points_count"],
+        ok("GET", &format!("{alone}/collections/docs"), None)["points_count"]
+    );
+    let per_shard: Vec<f64> = cluster
+        .replicas
+        .iter()
+        .map(|r| metric(&r[0].url(), "shardd_points", &["collection=\"docs\""]))
+        .collect();
+    assert!(
+        per_shard.iter().all(|&n| n > 100.0),
+        "points are spread over the shards: {per_shard:?}"
+    );
+    assert_eq!(
+        ok("DELETE", &format!("{routed}/collections/docs"), None),
+        json!(true)
+    );
+    assert_eq!(
+        ok("GET", &format!("{routed}/collections/docs/exists"), None),
+        json!({"exists": false})
+    );
+}
+
+#[test]
+fn bad_writes_are_rejected_before_any_shard_changes() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let url = cluster.url();
+    setup(&url, &random_vectors(30, 3));
+    let mut points: Vec<Value> = (100..130)
+        .map(|i| json!({"id": i, "vector": vec![0.5; DIM]}))
+        .collect();
+    points.push(json!({"id": 131, "vector": [1.0, 2.0]}));
+    let (status, body) = call(
+        "PUT",
+        &format!("{url}/collections/docs/points"),
+        Some(&json!({"points": points})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["status"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("point 131"));
+    assert_eq!(
+        ok(
+            "POST",
+            &format!("{url}/collections/docs/points/count"),
+            Some(&json!({}))
+        ),
+        json!({"count": 30})
+    );
+    assert_eq!(
+        call(
+            "PUT",
+            &format!("{url}/collections/nope/points"),
+            Some(&json!({"points": []}))
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({"query": [1.0], "limit": 0}))
+        )
+        .0,
+        400
+    );
+}
+
+#[test]
+fn quorum_writes_need_enough_replicas_and_reads_go_on() {
+    let mut cluster = Cluster::start(3, &["eu", "eu"], "write_consistency = \"quorum\"");
+    let url = cluster.url();
+    setup(&url, &random_vectors(60, 4));
+    cluster.replicas[0][1].kill9();
+    let points: Vec<Value> = (1000..1060)
+        .map(|i| json!({"id": i, "vector": vec![0.1; DIM]}))
+        .collect();
+    let (status, body) = call(
+        "PUT",
+        &format!("{url}/collections/docs/points"),
+        Some(&json!({"points": points})),
+    );
+    assert_eq!(status, 503, "{body}");
+    let msg = body["status"]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("shard s0: 1 of 2 replicas acknowledged, 2 needed"),
+        "{msg}"
+    );
+    for _ in 0..20 {
+        let r = ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({"query": vec![0.3; DIM], "limit": 3})),
+        );
+        assert_eq!(r["points"].as_array().unwrap().len(), 3);
+    }
+    cluster.write_config("write_consistency = \"one\"", None);
+    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
+    assert_eq!(status, 200, "{body}");
+    let points: Vec<Value> = (2000..2060)
+        .map(|i| json!({"id": i, "vector": vec![0.1; DIM]}))
+        .collect();
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs/points"),
+        Some(&json!({"points": points})),
+    );
+}
+
+/// Search loops running against the router, counting answers.
+struct Stream {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Stream {
+    /// Starts `threads` loops of searches (each stops by itself after 20,000).
+    fn start(url: String, threads: usize) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handles = (0..threads)
+            .map(|t| {
+                let (url, stop, okc, bad, errors) = (
+                    url.clone(),
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    errors.clone(),
+                );
+                std::thread::spawn(move || {
+                    let agent = client();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::SeqCst) && i < 20_000 {
+                        i += 1;
+                        let q = vec![((t as f32) + (i as f32)).sin(); DIM];
+                        match agent
+                            .post(&format!("{url}/collections/docs/points/query"))
+                            .send_json(json!({"query": q, "limit": 5}))
+                        {
+                            Ok(r) if r.status().as_u16() == 200 => {
+                                okc.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(mut r) => {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                                errors
+                                    .lock()
+                                    .unwrap()
+                                    .push(r.body_mut().read_to_string().unwrap_or_default());
+                            }
+                            Err(e) => {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                                errors.lock().unwrap().push(e.to_string());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Stream {
+            handles,
+            stop,
+            ok,
+            failed,
+            errors,
+        }
+    }
+
+    /// Waits (up to a minute) until `n` searches succeeded.
+    fn wait_for_ok(&self, n: usize) {
+        let t = Instant::now();
+        while self.ok.load(Ordering::SeqCst) < n && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the loops and returns (succeeded, failed, first error).
+    fn finish(self) -> (usize, usize, Option<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handles.into_iter().for_each(|h| h.join().unwrap());
+        let first = self.errors.lock().unwrap().first().cloned();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            first,
+        )
+    }
+}
+
+#[test]
+fn reads_survive_a_replica_kill_and_restart() {
+    let mut cluster = Cluster::start(
+        3,
+        &["eu", "eu"],
+        "read_policy = \"round_robin\"\ntimeout_ms = 2000",
+    );
+    setup(&cluster.url(), &random_vectors(90, 5));
+    let stream = Stream::start(cluster.url(), 2);
+    stream.wait_for_ok(200);
+    cluster.replicas[1][0].kill9();
+    stream.wait_for_ok(500);
+    cluster.replicas[1][0].restart();
+    stream.wait_for_ok(1000);
+    let (succeeded, failed, first_error) = stream.finish();
+    assert!(succeeded >= 1000);
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+}
+
+#[test]
+fn fifty_reloads_under_traffic_fail_no_request() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    setup(&cluster.url(), &random_vectors(90, 6));
+    let stream = Stream::start(cluster.url(), 2);
+    let reload = format!("{}/admin/reload", cluster.admin());
+    for i in 0..50 {
+        if i % 5 == 4 {
+            std::fs::write(
+                &cluster.config,
+                format!("[routing]\ntimeout_ms = \"soon\"  # invalid {i}\n"),
+            )
+            .unwrap();
+            let (status, body) = call("POST", &reload, None);
+            assert_eq!(status, 400, "invalid config {i} accepted: {body}");
+            assert!(
+                body["status"]["error"].as_str().unwrap().contains("line 2"),
+                "{body}"
+            );
+        } else {
+            let policy = ["least_conn", "round_robin", "geo"][i % 3];
+            cluster.write_config(
+                &format!("read_policy = \"{policy}\"\ntimeout_ms = {}", 2000 + i),
+                (i % 2 == 0).then_some((2, 1)),
+            );
+            let (status, body) = call("POST", &reload, None);
+            assert_eq!(status, 200, "valid config {i} rejected: {body}");
+            let running = admin_json(&format!("{}/admin/config", cluster.admin()));
+            assert_eq!(running["routing"]["timeout_ms"], json!(2000 + i));
+            let replicas_of_s2 = admin_json(&format!("{}/admin/cluster", cluster.admin()))
+                ["shards"][2]["replicas"]
+                .as_array()
+                .unwrap()
+                .len();
+            assert_eq!(replicas_of_s2, if i % 2 == 0 { 1 } else { 2 });
+        }
+    }
+    let (succeeded, failed, first_error) = stream.finish();
+    assert!(succeeded > 0);
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    assert_eq!(
+        metric(
+            &cluster.admin(),
+            "vecgate_config_reloads_total",
+            &["result=\"invalid\""]
+        ),
+        10.0
+    );
+}
+
+#[test]
+fn a_changed_config_file_is_picked_up_without_a_signal() {
+    let cluster = Cluster::start(1, &["eu"], "timeout_ms = 1000");
+    cluster.write_config("timeout_ms = 1234", None);
+    let started = Instant::now();
+    while admin_json(&format!("{}/admin/config", cluster.admin()))["routing"]["timeout_ms"]
+        != json!(1234)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "file change not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.write_config("timeout_ms = 4321", None);
+    let pid = cluster.router.pid().unwrap().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let started = Instant::now();
+    while admin_json(&format!("{}/admin/config", cluster.admin()))["routing"]["timeout_ms"]
+        != json!(4321)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP not acted on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn query_count(replica: &Process) -> f64 {
+    metric(
+        &replica.url(),
+        "shardd_http_requests_total",
+        &["route=\"/collections/{c}/points/query\""],
+    )
+}
+
+#[test]
+fn geo_policy_stays_in_region_and_fails_over() {
+    let mut cluster = Cluster::start(3, &["eu", "us"], "read_policy = \"geo\"");
+    let url = cluster.url();
+    setup(&url, &random_vectors(60, 7));
+    for _ in 0..60 {
+        ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({"query": vec![0.2; DIM]})),
+        );
+    }
+    for shard in &cluster.replicas {
+        assert_eq!(
+            query_count(&shard[0]),
+            60.0,
+            "eu replica serves every eu read"
+        );
+        assert_eq!(
+            query_count(&shard[1]),
+            0.0,
+            "us replica gets none while eu is healthy"
+        );
+    }
+    let agent = client();
+    for _ in 0..20 {
+        let r = agent
+            .post(&format!("{url}/collections/docs/points/query"))
+            .header("x-vecgate-region", "us")
+            .send_json(json!({"query": vec![0.2; DIM]}))
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    assert_eq!(
+        query_count(&cluster.replicas[0][1]),
+        20.0,
+        "a caller in us is served from us"
+    );
+    cluster.replicas[0][0].kill9();
+    for _ in 0..30 {
+        ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({"query": vec![0.2; DIM]})),
+        );
+    }
+    assert_eq!(
+        query_count(&cluster.replicas[0][1]),
+        50.0,
+        "reads fail over to us"
+    );
+    assert_eq!(
+        query_count(&cluster.replicas[1][1]),
+        20.0,
+        "other shards stay in eu"
+    );
+}
+
+#[test]
+fn least_conn_sends_less_to_a_slow_replica() {
+    let cluster = Cluster::start(
+        1,
+        &["eu", "eu"],
+        "read_policy = \"least_conn\"\ntimeout_ms = 3000",
+    );
+    setup(&cluster.url(), &random_vectors(30, 8));
+    let slow = cluster.replicas[0][0].pid().unwrap().to_string();
+    Command::new("kill")
+        .args(["-STOP", &slow])
+        .status()
+        .unwrap();
+    let stream = Stream::start(cluster.url(), 4);
+    stream.wait_for_ok(200);
+    stream.finish();
+    Command::new("kill")
+        .args(["-CONT", &slow])
+        .status()
+        .unwrap();
+    let calls = |r: &Process| {
+        metric(
+            &cluster.admin(),
+            "vecgate_replica_calls_total",
+            &[&format!("url=\"{}\"", r.url())],
+        )
+    };
+    let (to_slow, to_fast) = (
+        calls(&cluster.replicas[0][0]),
+        calls(&cluster.replicas[0][1]),
+    );
+    assert!(
+        to_slow * 10.0 < to_fast,
+        "slow replica got {to_slow} calls, fast {to_fast}"
+    );
+}
+
+#[test]
+fn check_config_names_file_field_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[shards]]\nname = \"s0\"\nreplicas = [{ url = \"ftp://x:1\" }]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("vecgate"))
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("shards[0].replicas[0].url (line 3)"),
+        "{err}"
+    );
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[[shards]]\nname = \"local\"\nbuiltin = true\n").unwrap();
+    assert!(Command::new(bin("vecgate"))
+        .args(["check-config", good.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success());
+}
+
+#[test]
+fn a_builtin_shard_serves_the_api_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("embedded.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[[shards]]\nname = \"local\"\nbuiltin = true\n", dir.path().join("data").display())).unwrap();
+    let mut router = vecgate(&config);
+    let data = random_vectors(50, 9);
+    setup(&router.url(), &data);
+    let before = ok(
+        "POST",
+        &format!("{}/collections/docs/points/query", router.url()),
+        Some(&search_body(&data[4])),
+    );
+    assert_eq!(before["points"].as_array().unwrap().len(), 7);
+    router.kill9();
+    let router = vecgate(&config);
+    let after = ok(
+        "POST",
+        &format!("{}/collections/docs/points/query", router.url()),
+        Some(&search_body(&data[4])),
+    );
+    assert_eq!(
+        before, after,
+        "acknowledged writes survive kill -9 of the embedded router"
+    );
+}
