@@ -463,6 +463,25 @@ replicas = [{ url = "http://a:7001" }]
     }
 
     #[test]
+    fn the_example_configs_are_valid_and_embedded_toml_is_the_default() {
+        for (name, text) in [
+            ("embedded", include_str!("../../config/embedded.toml")),
+            ("local-3x2", include_str!("../../config/local-3x2.toml")),
+            ("two-region", include_str!("../../config/two-region.toml")),
+        ] {
+            assert!(
+                parse(text).is_ok(),
+                "config/{name}.toml: {:?}",
+                parse(text).err()
+            );
+        }
+        let written =
+            serde_json::to_value(parse(include_str!("../../config/embedded.toml")).unwrap())
+                .unwrap();
+        assert_eq!(written, serde_json::to_value(Config::embedded()).unwrap());
+    }
+
+    #[test]
     fn quorum_is_a_majority() {
         assert_eq!(WriteConsistency::Quorum.required(2), 2);
         assert_eq!(WriteConsistency::Quorum.required(3), 2);

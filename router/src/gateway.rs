@@ -33,7 +33,11 @@ use crate::balance::{pick, Replica};
 use crate::config::{Config, ReadPolicy};
 use crate::merge::merge_top_k;
 use crate::metrics::RouterMetrics;
+use crate::seed::{translate, SeedSearch};
 use crate::topology::{Live, ShardKind, ShardRoute, Topology};
+
+/// The route of the seed-style search API.
+const SEED_ROUTE: &str = "/v1/search";
 
 /// One client request.
 pub struct Call {
@@ -226,12 +230,20 @@ impl Gateway {
         };
         let (route, outcome) = ctx.route(&call, &segs).await;
         match outcome {
-            Ok((value, partial)) => Reply {
-                status: 200,
-                body: ok_body(value, started),
-                partial,
-                route,
-            },
+            Ok((value, partial)) => {
+                // The seed-style API answers its own shape; the rest answer in Qdrant's envelope.
+                let body = if route == SEED_ROUTE {
+                    serde_json::to_vec(&value).unwrap_or_default()
+                } else {
+                    ok_body(value, started)
+                };
+                Reply {
+                    status: 200,
+                    body,
+                    partial,
+                    route,
+                }
+            }
             Err(e) => Reply {
                 status: e.status(),
                 body: error_body(&e.to_string(), started),
@@ -326,6 +338,7 @@ impl Ctx<'_> {
             ["collections", c, "points", id] if m == Method::GET => {
                 ("/collections/{c}/points/{id}", self.get_point(c, id).await)
             }
+            ["v1", "search"] if m == Method::POST => (SEED_ROUTE, self.seed_search(body).await),
             _ => (
                 "unmatched",
                 Err(Error::NotFound(format!("no route for {} {}", m, call.path))),
@@ -900,6 +913,40 @@ impl Ctx<'_> {
         let next = all.get(limit).map(|r| r.id);
         all.truncate(limit);
         Ok((json!({"points": all, "next_page_offset": next}), missing))
+    }
+
+    /// `POST /v1/search`: a vector search with a Mongo-style filter, answered as
+    /// `{"results": [{"id", "score", "payload"}], "partial"}`.
+    async fn seed_search(&self, body: &Bytes) -> Outcome {
+        let req: SeedSearch = parse(body)?;
+        let vector = match (req.vector, req.query) {
+            (Some(v), None) => v,
+            (None, Some(_)) => {
+                return Err(Error::bad(
+                    "text queries need an embedder, and none is configured; send `vector`",
+                ))
+            }
+            _ => return Err(Error::bad("give exactly one of `query` (text) or `vector`")),
+        };
+        let filter = req.filter.as_ref().map(translate).transpose()?;
+        let query = json!({
+            "query": vector,
+            "using": req.using,
+            "limit": req.top_k.unwrap_or(10),
+            "filter": filter,
+            "with_payload": true,
+        });
+        let (points, missing) = self.query(&req.collection, Ok(query)).await?;
+        let results: Vec<Value> = points
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| json!({"id": p["id"], "score": p["score"], "payload": p["payload"]}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let partial = !missing.is_empty();
+        Ok((json!({"results": results, "partial": partial}), missing))
     }
 
     async fn count(&self, c: &str, body: &Bytes) -> Outcome {

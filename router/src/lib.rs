@@ -11,6 +11,7 @@ pub mod merge;
 pub mod metrics;
 pub mod replica;
 pub mod ring;
+pub mod seed;
 pub mod server;
 pub mod topology;
 pub mod watch;

@@ -607,3 +607,141 @@ fn a_builtin_shard_serves_the_api_in_process() {
         "acknowledged writes survive kill -9 of the embedded router"
     );
 }
+
+#[test]
+fn seed_search_filters_like_the_equivalent_qdrant_query() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let url = cluster.url();
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs"),
+        Some(&json!({"vectors": {"size": DIM, "distance": "Cosine"}})),
+    );
+    let data = random_vectors(300, 10);
+    let points: Vec<Value> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let tags = if i % 3 == 0 {
+                json!(["physics", "math"])
+            } else {
+                json!(["biology"])
+            };
+            let ts = format!("{}-0{}-15T10:00:00Z", 2022 + i % 4, 1 + i % 9);
+            json!({"id": i, "vector": v, "payload": {"tags": tags, "timestamp": ts}})
+        })
+        .collect();
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs/points?wait=true"),
+        Some(&json!({"points": points})),
+    );
+    for q in random_vectors(5, 11) {
+        let (status, seed) = call(
+            "POST",
+            &format!("{url}/v1/search"),
+            Some(&json!({
+                "collection": "docs", "vector": q, "top_k": 5,
+                "filter": {"tags": ["physics"], "timestamp": {"$gte": "2024-01-01"}}
+            })),
+        );
+        assert_eq!(status, 200, "{seed}");
+        assert_eq!(seed["partial"], json!(false));
+        let qdrant = ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({
+                "query": q, "limit": 5, "with_payload": true,
+                "filter": {"must": [{"key": "tags", "match": {"any": ["physics"]}}, {"key": "timestamp", "range": {"gte": "2024-01-01"}}]}
+            })),
+        );
+        let expected: Vec<Value> = qdrant["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| json!({"id": p["id"], "score": p["score"], "payload": p["payload"]}))
+            .collect();
+        assert_eq!(seed["results"], json!(expected));
+        assert_eq!(expected.len(), 5);
+        for r in &expected {
+            assert!(r["payload"]["tags"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("physics")));
+            assert!(r["payload"]["timestamp"].as_str().unwrap() >= "2024");
+        }
+    }
+    let (status, body) = call(
+        "POST",
+        &format!("{url}/v1/search"),
+        Some(&json!({"collection": "docs", "query": "quantum"})),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("embedder"),
+        "{body}"
+    );
+    let (status, body) = call(
+        "POST",
+        &format!("{url}/v1/search"),
+        Some(
+            &json!({"collection": "docs", "vector": vec![0.1; DIM], "filter": {"a": {"$regex": "x"}}}),
+        ),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["status"]["error"].as_str().unwrap().contains("$regex"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_lost_shard_fails_reads_unless_partial_answers_are_allowed() {
+    let mut cluster = Cluster::start(3, &["eu"], "timeout_ms = 1000");
+    let url = cluster.url();
+    setup(&url, &random_vectors(90, 12));
+    cluster.replicas[1][0].kill9();
+    let query = format!("{url}/collections/docs/points/query");
+    let (status, body) = call(
+        "POST",
+        &query,
+        Some(&json!({"query": vec![0.2; DIM], "limit": 90})),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("shard s1"),
+        "{body}"
+    );
+    cluster.write_config("timeout_ms = 1000\nallow_partial = true", None);
+    assert_eq!(
+        call("POST", &format!("{}/admin/reload", cluster.admin()), None).0,
+        200
+    );
+    let mut resp = client()
+        .post(&query)
+        .send_json(json!({"query": vec![0.2; DIM], "limit": 90}))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-vecgate-partial")
+            .and_then(|v| v.to_str().ok()),
+        Some("s1")
+    );
+    let body: Value = resp.body_mut().read_json().unwrap();
+    let n = body["result"]["points"].as_array().unwrap().len();
+    assert!(n > 0 && n < 90, "{n} points from the two live shards");
+    let (status, seed) = call(
+        "POST",
+        &format!("{url}/v1/search"),
+        Some(&json!({"collection": "docs", "vector": vec![0.2; DIM]})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(seed["partial"], json!(true));
+}
