@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::backend::{call_builtin, Answer, CallError, HttpClient};
 use crate::balance::{pick, Replica};
 use crate::config::{Config, ReadPolicy};
+use crate::hints::Hint;
 use crate::merge::merge_top_k;
 use crate::metrics::RouterMetrics;
 use crate::seed::{translate, SeedSearch};
@@ -187,6 +188,66 @@ impl Gateway {
     /// Builds a topology for `config` (blocking) with this gateway's live state.
     pub fn build(&self, config: Config) -> Result<Topology, String> {
         self.live.build(config)
+    }
+
+    fn hint_disk_failure(&self, url: &str, e: &std::io::Error) {
+        self.metrics
+            .hint_failures
+            .with_label_values(&[url, "disk"])
+            .inc();
+        tracing::error!(url, error = %e, "could not persist a hint; it is kept in memory until replayed");
+    }
+
+    /// Replays the writes each healthy lagging replica missed, oldest first, until one fails
+    /// (it is retried on the next round) or the replica has caught up.
+    pub async fn replay_hints(&self) {
+        for r in self.live.replica_states() {
+            let Some(log) = r.hints() else { continue };
+            if !r.healthy() || !log.lagging() {
+                continue;
+            }
+            while let Some(hint) = log.head() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let method = Method::from_bytes(hint.method.as_bytes()).unwrap_or(Method::PUT);
+                let result = self
+                    .client
+                    .call(
+                        &r.url,
+                        &method,
+                        &hint.path,
+                        Bytes::from(hint.body),
+                        deadline,
+                    )
+                    .await;
+                match result {
+                    Ok(a) if a.status < 500 => {
+                        if a.status != 200 {
+                            self.metrics
+                                .hint_failures
+                                .with_label_values(&[&r.url, "rejected"])
+                                .inc();
+                            tracing::warn!(url = %r.url, status = a.status, path = %hint.path, "replica rejected a replayed write");
+                        }
+                        if let Err(e) = log.pop() {
+                            self.hint_disk_failure(&r.url, &e);
+                            break;
+                        }
+                        self.metrics
+                            .hints_replayed
+                            .with_label_values(&[&r.url])
+                            .inc();
+                    }
+                    _ => break,
+                }
+            }
+            self.metrics
+                .hints_pending
+                .with_label_values(&[&r.url])
+                .set(log.pending() as i64);
+            if !log.lagging() {
+                tracing::info!(url = %r.url, "replica caught up; it serves reads again");
+            }
+        }
     }
 
     /// Asks every known replica's `/readyz` (half a second each, concurrently) and records
@@ -485,6 +546,33 @@ impl Ctx<'_> {
                 let calls = replicas.iter().map(|r| {
                     let body = body.clone();
                     async move {
+                        let hint = Hint {
+                            method: method.to_string(),
+                            path: path.to_string(),
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        };
+                        if let Some(log) = r.state.hints() {
+                            match log.queue_if_lagging(&hint) {
+                                Ok(false) => {}
+                                Ok(true) => {
+                                    return (
+                                        r,
+                                        Err(CallError::Transport(
+                                            "queued behind writes it missed".into(),
+                                        )),
+                                    )
+                                }
+                                Err(e) => {
+                                    self.gw.hint_disk_failure(&r.state.url, &e);
+                                    return (
+                                        r,
+                                        Err(CallError::Transport(
+                                            "queued behind writes it missed".into(),
+                                        )),
+                                    );
+                                }
+                            }
+                        }
                         let _in_flight = r.state.start();
                         let result = self
                             .gw
@@ -492,6 +580,18 @@ impl Ctx<'_> {
                             .call(&r.state.url, method, path, body, self.deadline)
                             .await;
                         self.gw.observe(&shard.name, r, &result);
+                        if !matches!(&result, Ok(a) if a.status < 500) {
+                            if let Some(log) = r.state.hints() {
+                                if let Err(e) = log.push(&hint) {
+                                    self.gw.hint_disk_failure(&r.state.url, &e);
+                                }
+                                self.gw
+                                    .metrics
+                                    .hints_pending
+                                    .with_label_values(&[&r.state.url])
+                                    .set(log.pending() as i64);
+                            }
+                        }
                         (r, result)
                     }
                 });

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod gateway;
+pub mod hints;
 pub mod merge;
 pub mod metrics;
 pub mod replica;

@@ -1,6 +1,6 @@
 //! The router's Prometheus metrics: client requests, replica calls by outcome, ejections, reloads.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Router-level metrics.
 pub struct RouterMetrics {
@@ -14,6 +14,12 @@ pub struct RouterMetrics {
     pub ejections: IntCounterVec,
     /// Config reloads by result (`ok`, `invalid`).
     pub reloads: IntCounterVec,
+    /// Writes waiting to be replayed to each replica.
+    pub hints_pending: IntGaugeVec,
+    /// Writes replayed to each replica.
+    pub hints_replayed: IntCounterVec,
+    /// Hints that could not be persisted (`disk`) or that a replica rejected on replay (`rejected`).
+    pub hint_failures: IntCounterVec,
 }
 
 impl RouterMetrics {
@@ -57,6 +63,30 @@ impl RouterMetrics {
             ),
             &["result"],
         )?;
+        let hints_pending = IntGaugeVec::new(
+            Opts::new(
+                "vecgate_hints_pending",
+                "Writes waiting to be replayed to a replica that missed them",
+            ),
+            &["url"],
+        )?;
+        let hints_replayed = IntCounterVec::new(
+            Opts::new(
+                "vecgate_hints_replayed_total",
+                "Missed writes replayed to replicas",
+            ),
+            &["url"],
+        )?;
+        let hint_failures = IntCounterVec::new(
+            Opts::new(
+                "vecgate_hint_failures_total",
+                "Hints not persisted (disk) or rejected on replay (rejected)",
+            ),
+            &["url", "reason"],
+        )?;
+        registry.register(Box::new(hints_pending.clone()))?;
+        registry.register(Box::new(hints_replayed.clone()))?;
+        registry.register(Box::new(hint_failures.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(replica_calls.clone()))?;
@@ -68,6 +98,9 @@ impl RouterMetrics {
             replica_calls,
             ejections,
             reloads,
+            hints_pending,
+            hints_replayed,
+            hint_failures,
         })
     }
 }

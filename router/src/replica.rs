@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::hints::HintLog;
+
 /// Consecutive failures that eject a replica.
 pub const EJECT_AFTER_FAILURES: u32 = 3;
 /// First ejection length; each further ejection doubles it, up to [`MAX_EJECTION`].
@@ -26,6 +28,8 @@ pub struct ReplicaState {
     /// Last answer of the active health check.
     healthy: AtomicBool,
     epoch: Instant,
+    /// Writes the replica missed, when the router keeps hints for it.
+    hints: Option<HintLog>,
 }
 
 /// Decrements the in-flight count when a request ends, however it ends.
@@ -38,8 +42,17 @@ impl Drop for InFlight {
 }
 
 impl ReplicaState {
-    /// A replica assumed healthy until a check or a request says otherwise.
+    /// A replica assumed healthy until a check or a request says otherwise, without hints.
     pub fn new(url: &str) -> Arc<Self> {
+        Self::build(url, None)
+    }
+
+    /// A replica whose missed writes are kept in `hints`.
+    pub fn with_hints(url: &str, hints: HintLog) -> Arc<Self> {
+        Self::build(url, Some(hints))
+    }
+
+    fn build(url: &str, hints: Option<HintLog>) -> Arc<Self> {
         Arc::new(ReplicaState {
             url: url.trim_end_matches('/').to_string(),
             in_flight: AtomicUsize::new(0),
@@ -48,7 +61,18 @@ impl ReplicaState {
             ejected_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             epoch: Instant::now(),
+            hints,
         })
+    }
+
+    /// The replica's missed writes, if the router keeps hints for it.
+    pub fn hints(&self) -> Option<&HintLog> {
+        self.hints.as_ref()
+    }
+
+    /// Whether the replica missed writes it has not yet received.
+    pub fn lagging(&self) -> bool {
+        self.hints.as_ref().is_some_and(HintLog::lagging)
     }
 
     fn now_ms(&self) -> u64 {
@@ -66,9 +90,9 @@ impl ReplicaState {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Whether the replica may get traffic: healthy and not ejected.
+    /// Whether the replica may serve reads: healthy, not ejected, and not missing writes.
     pub fn available(&self) -> bool {
-        self.healthy() && !self.ejected()
+        self.healthy() && !self.ejected() && !self.lagging()
     }
 
     /// Whether the last active health check passed.

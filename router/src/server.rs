@@ -230,6 +230,8 @@ fn cluster(gateway: &Gateway) -> serde_json::Value {
                     "ejected": r.state.ejected(),
                     "in_flight": r.state.in_flight(),
                     "ejections": r.state.ejections(),
+                    "lagging": r.state.lagging(),
+                    "pending_hints": r.state.hints().map_or(0, |h| h.pending()),
                 })).collect::<Vec<_>>(),
             }),
         })
@@ -255,6 +257,7 @@ impl BackgroundService for Maintenance {
                 _ = shutdown.changed() => break,
             }
             self.gateway.probe_replicas().await;
+            self.gateway.replay_hints().await;
             seconds += 1;
             if seconds.is_multiple_of(60) {
                 self.snapshot().await;

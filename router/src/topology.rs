@@ -12,6 +12,7 @@ use shardd::shard::{Shard, ShardOptions};
 
 use crate::balance::Replica;
 use crate::config::Config;
+use crate::hints::HintLog;
 use crate::replica::ReplicaState;
 use crate::ring::Ring;
 
@@ -102,21 +103,33 @@ impl Live {
                 };
                 ShardKind::Builtin(shard)
             } else {
+                let hints_dir = config.server.data_dir.join("hints");
                 let mut known = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
-                ShardKind::Remote(
-                    s.replicas
-                        .iter()
-                        .map(|r| {
-                            let state = ReplicaState::new(r.url.get_ref());
-                            let state = known.entry(state.url.clone()).or_insert(state).clone();
-                            Replica {
-                                state,
-                                region: r.region.clone().unwrap_or_default(),
-                                weight: r.weight,
-                            }
-                        })
-                        .collect(),
-                )
+                let mut replicas = Vec::with_capacity(s.replicas.len());
+                for r in &s.replicas {
+                    let url = r.url.get_ref().trim_end_matches('/').to_string();
+                    let state = match known.get(&url) {
+                        Some(state) => state.clone(),
+                        None => {
+                            let log = HintLog::open(&hints_dir, &url).map_err(|e| {
+                                format!(
+                                    "shards.{name}: hint log for {url} in {}: {e}",
+                                    hints_dir.display()
+                                )
+                            })?;
+                            known
+                                .entry(url.clone())
+                                .or_insert(ReplicaState::with_hints(&url, log))
+                                .clone()
+                        }
+                    };
+                    replicas.push(Replica {
+                        state,
+                        region: r.region.clone().unwrap_or_default(),
+                        weight: r.weight,
+                    });
+                }
+                ShardKind::Remote(replicas)
             };
             shards.push(ShardRoute {
                 name,

@@ -745,3 +745,94 @@ fn a_lost_shard_fails_reads_unless_partial_answers_are_allowed() {
     assert_eq!(status, 200);
     assert_eq!(seed["partial"], json!(true));
 }
+
+#[test]
+fn a_replica_that_missed_writes_catches_up_before_it_serves_reads() {
+    let mut cluster = Cluster::start(
+        1,
+        &["eu", "eu"],
+        "write_consistency = \"one\"\nread_policy = \"round_robin\"",
+    );
+    let url = cluster.url();
+    setup(&url, &random_vectors(30, 13));
+    cluster.replicas[0][1].kill9();
+    let points: Vec<Value> = (100..130)
+        .map(|i| json!({"id": i, "vector": vec![0.3; DIM], "payload": {"late": true}}))
+        .collect();
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs/points"),
+        Some(&json!({"points": points})),
+    );
+    ok(
+        "POST",
+        &format!("{url}/collections/docs/points/delete"),
+        Some(&json!({"points": [1, 2, 3]})),
+    );
+    ok(
+        "POST",
+        &format!("{url}/collections/docs/points/payload"),
+        Some(&json!({"payload": {"edited": true}, "points": [4]})),
+    );
+    let lagging = |c: &Cluster| {
+        admin_json(&format!("{}/admin/cluster", c.admin()))["shards"][0]["replicas"][1].clone()
+    };
+    assert_eq!(lagging(&cluster)["lagging"], json!(true));
+    assert_eq!(lagging(&cluster)["pending_hints"], json!(3));
+
+    cluster.router.kill9();
+    cluster.router = vecgate(&cluster.config);
+    let url = cluster.url();
+    assert_eq!(
+        lagging(&cluster)["pending_hints"],
+        json!(3),
+        "hints survive a router crash"
+    );
+
+    cluster.replicas[0][1].restart();
+    let started = Instant::now();
+    loop {
+        let count = ok(
+            "POST",
+            &format!("{url}/collections/docs/points/count"),
+            Some(&json!({})),
+        );
+        assert_eq!(
+            count,
+            json!({"count": 57}),
+            "a read was served by the replica that is catching up"
+        );
+        if lagging(&cluster)["lagging"] == json!(false) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "replica never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dump = |p: &Process| {
+        ok(
+            "POST",
+            &format!("{}/collections/docs/points/scroll", p.url()),
+            Some(&json!({"limit": 1000, "with_vector": true})),
+        )
+    };
+    assert_eq!(
+        dump(&cluster.replicas[0][0]),
+        dump(&cluster.replicas[0][1]),
+        "replicas differ after catch-up"
+    );
+    let before = query_count(&cluster.replicas[0][1]);
+    for _ in 0..10 {
+        ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({"query": vec![0.2; DIM]})),
+        );
+    }
+    assert!(
+        query_count(&cluster.replicas[0][1]) >= before + 4.0,
+        "the caught-up replica serves reads again"
+    );
+}
