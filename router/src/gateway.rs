@@ -16,7 +16,9 @@ use futures_util::future::join_all;
 use http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use shardd::api::{error_body, ok_body, percent_decode, query_param, QDRANT_API_VERSION};
+use shardd::api::{
+    error_body, ok_body, percent_decode, query_param, QDRANT_API_VERSION, VERSION_ROUTE,
+};
 use shardd::collection::{Collection, PointWrite};
 use shardd::error::Error;
 use shardd::output::{Record, ScoredPoint};
@@ -292,8 +294,8 @@ impl Gateway {
         let (route, outcome) = ctx.route(&call, &segs).await;
         match outcome {
             Ok((value, partial)) => {
-                // The seed-style API answers its own shape; the rest answer in Qdrant's envelope.
-                let body = if route == SEED_ROUTE {
+                // The version and the seed-style API answer bare JSON; the rest, Qdrant's envelope.
+                let body = if route == SEED_ROUTE || route == VERSION_ROUTE {
                     serde_json::to_vec(&value).unwrap_or_default()
                 } else {
                     ok_body(value, started)
@@ -339,7 +341,7 @@ impl Ctx<'_> {
         let full = |v: Result<Value, Error>| v.map(|v| (v, Vec::new()));
         match segs {
             [] if m == Method::GET => (
-                "/",
+                VERSION_ROUTE,
                 full(Ok(
                     json!({"title": "vecgate", "version": QDRANT_API_VERSION}),
                 )),

@@ -25,6 +25,9 @@ use crate::wire::{
 /// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
 pub const QDRANT_API_VERSION: &str = "1.16.0";
 
+/// `GET /`, which Qdrant answers with a bare `{"title", "version"}`, outside the envelope.
+pub const VERSION_ROUTE: &str = "/";
+
 /// One API request.
 pub struct Request<'a> {
     /// HTTP method.
@@ -112,6 +115,11 @@ pub fn handle(shard: &Shard, req: &Request) -> Response {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (route, result) = route(shard, req, &segs);
     match result {
+        Ok(value) if route == VERSION_ROUTE => Response {
+            status: StatusCode::OK,
+            body: serde_json::to_vec(&value).unwrap_or_default(),
+            route,
+        },
         Ok(value) => Response {
             status: StatusCode::OK,
             body: ok_body(value, started),
@@ -131,7 +139,7 @@ fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<V
     let wait = query_param(req.query, "wait").is_none_or(|v| v != "false");
     match segs {
         [] if m == Method::GET => (
-            "/",
+            VERSION_ROUTE,
             Ok(json!({"title": "vecgate", "version": QDRANT_API_VERSION})),
         ),
         ["collections"] if m == Method::GET => ("/collections", list_collections(shard)),

@@ -356,3 +356,68 @@ impl Cluster {
         format!("http://{}", self.router.addrs[1])
     }
 }
+
+/// A Python virtualenv with the pinned client libraries of `tests/python/requirements.txt`,
+/// created once (under `target/`) and reused while the requirements stay the same.
+pub fn python() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let requirements = root.join("python/requirements.txt");
+        let pinned = std::fs::read(&requirements).expect("reading tests/python/requirements.txt");
+        let venv = target_dir().join(format!(
+            "py-venv-{:x}",
+            pinned
+                .iter()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
+        ));
+        let python = venv.join("bin/python");
+        if !python.exists() {
+            let made = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("running python3 -m venv");
+            assert!(
+                made.success(),
+                "python3 -m venv failed (is python3-venv installed?)"
+            );
+            let installed = Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements)
+                .status()
+                .expect("running pip");
+            assert!(
+                installed.success(),
+                "pip install -r tests/python/requirements.txt failed"
+            );
+        }
+        python
+    })
+    .clone()
+}
+
+/// Runs a script from `tests/python/` with the pinned virtualenv and returns its stdout.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}

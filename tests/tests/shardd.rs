@@ -126,8 +126,12 @@ fn crud_round_trip_in_qdrant_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let p = shardd(dir.path(), &[]);
     let url = p.url();
-    let root = ok("GET", &format!("{url}/"), None);
-    assert!(root["version"].is_string() && root["title"].is_string());
+    let (status, root) = call("GET", &format!("{url}/"), None);
+    assert_eq!(status, 200);
+    assert!(
+        root["version"].is_string() && root["title"].is_string(),
+        "GET / answers bare version info: {root}"
+    );
     create(
         &url,
         "docs",
