@@ -258,6 +258,14 @@ fn quorum_writes_need_enough_replicas_and_reads_go_on() {
     cluster.write_config("write_consistency = \"one\"", None);
     let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
     assert_eq!(status, 200, "{body}");
+    let carried = admin_json(&format!("{}/admin/cluster", cluster.admin()))["shards"][0]
+        ["replicas"][1]
+        .clone();
+    assert_eq!(
+        carried["lagging"],
+        json!(true),
+        "live replica state survives the reload: {carried}"
+    );
     let points: Vec<Value> = (2000..2060)
         .map(|i| json!({"id": i, "vector": vec![0.1; DIM]}))
         .collect();
@@ -495,6 +503,30 @@ fn geo_policy_stays_in_region_and_fails_over() {
         20.0,
         "a caller in us is served from us"
     );
+    let routing =
+        "read_policy = \"geo\"\n[routing.collections.docs]\nread_policy = \"round_robin\"";
+    cluster.write_config(routing, None);
+    assert_eq!(
+        call("POST", &format!("{}/admin/reload", cluster.admin()), None).0,
+        200
+    );
+    for _ in 0..20 {
+        ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&json!({"query": vec![0.2; DIM]})),
+        );
+    }
+    assert_eq!(
+        query_count(&cluster.replicas[2][1]),
+        30.0,
+        "the collection's own policy overrides geo"
+    );
+    cluster.write_config("read_policy = \"geo\"", None);
+    assert_eq!(
+        call("POST", &format!("{}/admin/reload", cluster.admin()), None).0,
+        200
+    );
     cluster.replicas[0][0].kill9();
     for _ in 0..30 {
         ok(
@@ -505,12 +537,12 @@ fn geo_policy_stays_in_region_and_fails_over() {
     }
     assert_eq!(
         query_count(&cluster.replicas[0][1]),
-        50.0,
+        60.0,
         "reads fail over to us"
     );
     assert_eq!(
         query_count(&cluster.replicas[1][1]),
-        20.0,
+        30.0,
         "other shards stay in eu"
     );
 }
