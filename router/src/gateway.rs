@@ -17,7 +17,8 @@ use http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use shardd::api::{
-    error_body, ok_body, percent_decode, query_param, QDRANT_API_VERSION, VERSION_ROUTE,
+    error_body, ok_body, parse_body, parse_value, path_segments, query_param, QDRANT_API_VERSION,
+    VERSION_ROUTE,
 };
 use shardd::collection::{Collection, PointWrite};
 use shardd::error::Error;
@@ -116,15 +117,6 @@ fn envelope_result(answer: &Answer) -> Result<Value, Error> {
 
 fn strip(msg: &str, prefix: &str) -> String {
     msg.strip_prefix(prefix).unwrap_or(msg).to_string()
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
 }
 
 fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
@@ -275,12 +267,7 @@ impl Gateway {
             .and_then(|t| t.parse::<u64>().ok())
             .map(Duration::from_secs);
         let deadline = Instant::now() + asked.map_or(timeout, |a| a.min(timeout));
-        let segments: Vec<String> = call
-            .path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(percent_decode)
-            .collect();
+        let segments = path_segments(&call.path);
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let ctx = Ctx {
             gw: self,
@@ -376,7 +363,7 @@ impl Ctx<'_> {
             ),
             ["collections", c, "points", "query"] if m == Method::POST => (
                 "/collections/{c}/points/query",
-                self.query(c, parse(body))
+                self.query(c, parse_body(body))
                     .await
                     .map(|(v, p)| (json!({"points": v}), p)),
             ),
@@ -386,7 +373,7 @@ impl Ctx<'_> {
             ),
             ["collections", c, "points", "search"] if m == Method::POST => (
                 "/collections/{c}/points/search",
-                self.search(c, parse(body)).await,
+                self.search(c, parse_body(body)).await,
             ),
             ["collections", c, "points", "search", "batch"] if m == Method::POST => (
                 "/collections/{c}/points/search/batch",
@@ -766,7 +753,7 @@ impl Ctx<'_> {
     }
 
     async fn create_collection(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
-        let req: CreateCollection = parse(body)?;
+        let req: CreateCollection = parse_body(body)?;
         CollectionConfig::from_request(req)?;
         shardd::shard::validate_name(c)?;
         self.forget_schema(c);
@@ -812,7 +799,7 @@ impl Ctx<'_> {
     }
 
     async fn upsert(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
-        let points = parse::<UpsertRequest>(body)?.into_points()?;
+        let points = parse_body::<UpsertRequest>(body)?.into_points()?;
         let schema = self.schema(c).await?;
         schema.collection.validate(points.clone())?;
         let path = format!("/collections/{}/points?wait=true", encode_segment(c));
@@ -831,7 +818,7 @@ impl Ctx<'_> {
     }
 
     async fn delete(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
-        let req: DeleteRequest = parse(body)?;
+        let req: DeleteRequest = parse_body(body)?;
         let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
         let parts = match (req.points, req.filter) {
             (Some(ids), None) => self
@@ -847,7 +834,7 @@ impl Ctx<'_> {
     }
 
     async fn set_payload(&self, c: &str, method: &Method, body: &Bytes) -> Result<Value, Error> {
-        let req: SetPayloadRequest = parse(body)?;
+        let req: SetPayloadRequest = parse_body(body)?;
         let path = format!(
             "/collections/{}/points/payload?wait=true",
             encode_segment(c)
@@ -871,7 +858,7 @@ impl Ctx<'_> {
     }
 
     async fn get_points(&self, c: &str, body: &Bytes) -> Outcome {
-        let req: GetPointsRequest = parse(body)?;
+        let req: GetPointsRequest = parse_body(body)?;
         let path = format!("/collections/{}/points", encode_segment(c));
         let policy = self.policy(c);
         let parts = self.by_owner(req.ids.clone(), |id| *id);
@@ -910,8 +897,7 @@ impl Ctx<'_> {
     /// the client's own request with `limit` widened to `offset + limit` and `offset` 0.
     async fn query(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
         let raw = raw?;
-        let req: QueryRequest = serde_json::from_value(raw.clone())
-            .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
+        let req: QueryRequest = parse_value(raw.clone())?;
         let plan = req.into_plan()?;
         let (limit, offset, distance) = match &plan {
             QueryPlan::Search(s) => (s.limit, s.offset, self.schema(c).await?.distance(&s.using)),
@@ -940,24 +926,14 @@ impl Ctx<'_> {
     }
 
     async fn query_batch(&self, c: &str, body: &Bytes) -> Outcome {
-        let batch: Batch<Value> = parse(body)?;
+        let batch: Batch<Value> = parse_body(body)?;
         let answers = join_all(batch.searches.into_iter().map(|q| self.query(c, Ok(q)))).await;
-        let mut out = Vec::new();
-        let mut missing = Vec::new();
-        for a in answers {
-            let (points, m) = a?;
-            out.push(json!({"points": points}));
-            missing.extend(m);
-        }
-        missing.sort();
-        missing.dedup();
-        Ok((Value::Array(out), missing))
+        gather_batch(answers, |points| json!({"points": points}))
     }
 
     async fn search(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
         let mut body = raw?;
-        let req: LegacySearchRequest = serde_json::from_value(body.clone())
-            .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
+        let req: LegacySearchRequest = parse_value(body.clone())?;
         let search = req.into_search()?;
         let distance = self.schema(c).await?.distance(&search.using);
         body["limit"] = json!(search.limit + search.offset);
@@ -978,25 +954,16 @@ impl Ctx<'_> {
     }
 
     async fn search_batch(&self, c: &str, body: &Bytes) -> Outcome {
-        let batch: Batch<Value> = parse(body)?;
+        let batch: Batch<Value> = parse_body(body)?;
         let answers = join_all(batch.searches.into_iter().map(|q| self.search(c, Ok(q)))).await;
-        let mut out = Vec::new();
-        let mut missing = Vec::new();
-        for a in answers {
-            let (points, m) = a?;
-            out.push(points);
-            missing.extend(m);
-        }
-        missing.sort();
-        missing.dedup();
-        Ok((Value::Array(out), missing))
+        gather_batch(answers, |points| points)
     }
 
     async fn scroll(&self, c: &str, body: &Bytes) -> Outcome {
-        let req: ScrollRequest = parse(body)?;
+        let req: ScrollRequest = parse_body(body)?;
         let limit = req.limit.unwrap_or(10);
         wire::check_limit(limit, 0)?;
-        let mut shard_body: Value = parse(body)?;
+        let mut shard_body: Value = parse_body(body)?;
         shard_body["limit"] = json!(limit + 1);
         let path = format!("/collections/{}/points/scroll", encode_segment(c));
         let (results, missing) = self
@@ -1020,7 +987,7 @@ impl Ctx<'_> {
     /// `POST /v1/search`: a vector search with a Mongo-style filter, answered as
     /// `{"results": [{"id", "score", "payload"}], "partial"}`.
     async fn seed_search(&self, body: &Bytes) -> Outcome {
-        let req: SeedSearch = parse(body)?;
+        let req: SeedSearch = parse_body(body)?;
         let vector = match (req.vector, req.query) {
             (Some(v), None) => v,
             (None, Some(_)) => {
@@ -1061,6 +1028,20 @@ impl Ctx<'_> {
             missing,
         ))
     }
+}
+
+/// Answers a batch in request order; the first failed entry fails the batch, as in Qdrant.
+fn gather_batch(answers: Vec<Outcome>, shape: impl Fn(Value) -> Value) -> Outcome {
+    let mut out = Vec::with_capacity(answers.len());
+    let mut missing = Vec::new();
+    for answer in answers {
+        let (points, m) = answer?;
+        out.push(shape(points));
+        missing.extend(m);
+    }
+    missing.sort();
+    missing.dedup();
+    Ok((Value::Array(out), missing))
 }
 
 /// Percent-encodes a path segment (collection names may hold any character but `/`).

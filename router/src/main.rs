@@ -54,12 +54,7 @@ fn concrete(addr: &str) -> anyhow::Result<SocketAddr> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    shardd::logs::init();
     if let Some(Command::CheckConfig { file }) = cli.command {
         return match config::load(&file) {
             Ok(_) => {

@@ -94,7 +94,8 @@ pub fn error_body(message: &str, started: Instant) -> Vec<u8> {
     .unwrap_or_else(|_| b"{\"status\":{\"error\":\"internal error\"}}".to_vec())
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+/// Parses a JSON request body (empty means `{}`), as a 400 naming the problem when malformed.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
@@ -103,15 +104,23 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
 }
 
+/// Parses an already decoded JSON request, as [`parse_body`] does.
+pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
+}
+
+/// The decoded, non-empty segments of a URL path.
+pub fn path_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect()
+}
+
 /// Answers one request.
 pub fn handle(shard: &Shard, req: &Request) -> Response {
     let started = Instant::now();
-    let segments: Vec<String> = req
-        .path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect();
+    let segments = path_segments(req.path);
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (route, result) = route(shard, req, &segs);
     match result {
@@ -171,7 +180,7 @@ fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<V
         ),
         ["collections", c, "points", "query"] if m == Method::POST => (
             "/collections/{c}/points/query",
-            query(shard, c, parse(body)),
+            query(shard, c, parse_body(body)),
         ),
         ["collections", c, "points", "query", "batch"] if m == Method::POST => (
             "/collections/{c}/points/query/batch",
@@ -179,7 +188,7 @@ fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<V
         ),
         ["collections", c, "points", "search"] if m == Method::POST => (
             "/collections/{c}/points/search",
-            search(shard, c, parse(body)),
+            search(shard, c, parse_body(body)),
         ),
         ["collections", c, "points", "search", "batch"] if m == Method::POST => (
             "/collections/{c}/points/search/batch",
@@ -215,7 +224,7 @@ fn list_collections(shard: &Shard) -> Result<Value> {
 }
 
 fn create_collection(shard: &Shard, name: &str, body: &[u8]) -> Result<Value> {
-    let req: CreateCollection = parse(body)?;
+    let req: CreateCollection = parse_body(body)?;
     shard.create_collection(name, CollectionConfig::from_request(req)?)?;
     Ok(Value::Bool(true))
 }
@@ -265,7 +274,7 @@ fn update_result(seq: u64, wait: bool) -> Value {
 }
 
 fn upsert(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
-    let points = parse::<UpsertRequest>(body)?.into_points()?;
+    let points = parse_body::<UpsertRequest>(body)?.into_points()?;
     Ok(update_result(
         shard.update(c, Update::Upsert(points))?,
         wait,
@@ -284,13 +293,13 @@ fn selector(
 }
 
 fn delete(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
-    let req: DeleteRequest = parse(body)?;
+    let req: DeleteRequest = parse_body(body)?;
     let seq = shard.update(c, Update::Delete(selector(req.points, req.filter)?))?;
     Ok(update_result(seq, wait))
 }
 
 fn set_payload(shard: &Shard, c: &str, body: &[u8], overwrite: bool, wait: bool) -> Result<Value> {
-    let req: SetPayloadRequest = parse(body)?;
+    let req: SetPayloadRequest = parse_body(body)?;
     if overwrite && req.key.is_some() {
         return Err(Error::bad(
             "`key` applies to set payload (POST), not overwrite (PUT)",
@@ -306,7 +315,7 @@ fn set_payload(shard: &Shard, c: &str, body: &[u8], overwrite: bool, wait: bool)
 }
 
 fn get_points(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: GetPointsRequest = parse(body)?;
+    let req: GetPointsRequest = parse_body(body)?;
     let coll = shard.collection(c)?;
     let records = coll.read().get(
         &req.ids,
@@ -358,7 +367,7 @@ fn query(shard: &Shard, c: &str, req: Result<QueryRequest>) -> Result<Value> {
 }
 
 fn query_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let batch: Batch<QueryRequest> = parse(body)?;
+    let batch: Batch<QueryRequest> = parse_body(body)?;
     batch
         .searches
         .into_iter()
@@ -372,7 +381,7 @@ fn search(shard: &Shard, c: &str, req: Result<LegacySearchRequest>) -> Result<Va
 }
 
 fn search_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let batch: Batch<LegacySearchRequest> = parse(body)?;
+    let batch: Batch<LegacySearchRequest> = parse_body(body)?;
     batch
         .searches
         .into_iter()
@@ -382,7 +391,7 @@ fn search_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
 }
 
 fn scroll(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: ScrollRequest = parse(body)?;
+    let req: ScrollRequest = parse_body(body)?;
     if req.order_by.as_ref().is_some_and(|o| !o.is_null()) {
         return Err(Error::bad(
             "order_by is not supported; scroll pages are ordered by id",
@@ -403,7 +412,7 @@ fn scroll(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
 }
 
 fn count(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: CountRequest = parse(body)?;
+    let req: CountRequest = parse_body(body)?;
     let coll = shard.collection(c)?;
     let n = coll.read().count(req.filter.as_ref());
     Ok(json!({"count": n}))
