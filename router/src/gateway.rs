@@ -347,6 +347,17 @@ impl Ctx<'_> {
             ["collections", c, "exists"] if m == Method::GET => {
                 ("/collections/{c}/exists", self.exists(c).await)
             }
+            ["collections", c, "index"] if m == Method::PUT => (
+                "/collections/{c}/index",
+                full(self.index_op(c, m, "index", body).await),
+            ),
+            ["collections", c, "index", field] if m == Method::DELETE => (
+                "/collections/{c}/index/{field}",
+                full(
+                    self.index_op(c, m, &format!("index/{}", encode_segment(field)), body)
+                        .await,
+                ),
+            ),
             ["collections", c, "points"] if m == Method::PUT => {
                 ("/collections/{c}/points", full(self.upsert(c, body).await))
             }
@@ -774,6 +785,19 @@ impl Ctx<'_> {
         ))
     }
 
+    /// Creates or drops a payload index on every replica of every shard.
+    async fn index_op(
+        &self,
+        c: &str,
+        method: &Method,
+        suffix: &str,
+        body: &Bytes,
+    ) -> Result<Value, Error> {
+        let path = format!("/collections/{}/{suffix}?wait=true", encode_segment(c));
+        let results = self.write(method, &path, self.all_shards(body)).await?;
+        Ok(Self::update_result(&results, true))
+    }
+
     async fn collection_info(&self, c: &str) -> Outcome {
         let path = format!("/collections/{}", encode_segment(c));
         let (results, missing) = self
@@ -784,6 +808,15 @@ impl Ctx<'_> {
             info[key] = json!(results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>());
         }
         info["config"]["params"]["shard_number"] = json!(self.topo.shards.len());
+        if let Some(fields) = info["payload_schema"].as_object().cloned() {
+            for field in fields.keys() {
+                let points: u64 = results
+                    .iter()
+                    .filter_map(|r| r["payload_schema"][field]["points"].as_u64())
+                    .sum();
+                info["payload_schema"][field]["points"] = json!(points);
+            }
+        }
         Ok((info, missing))
     }
 

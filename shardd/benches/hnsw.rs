@@ -157,7 +157,7 @@ fn main() {
         for run in 0..runs {
             let t = Instant::now();
             for (q, want) in queries.iter().zip(&truth) {
-                let (hits, _) = collection.search(&req(q)).expect("search");
+                let (hits, _, _) = collection.search(&req(q)).expect("search");
                 if run == 0 {
                     found += hits
                         .iter()

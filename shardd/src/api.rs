@@ -18,8 +18,8 @@ use crate::payload::WithPayload;
 use crate::point::{PointId, DEFAULT_VECTOR};
 use crate::shard::{Selector, Shard, Update};
 use crate::wire::{
-    self, Batch, CountRequest, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan,
-    QueryRequest, ScrollRequest, SetPayloadRequest, UpsertRequest,
+    self, Batch, CountRequest, CreateIndexRequest, DeleteRequest, GetPointsRequest,
+    LegacySearchRequest, QueryPlan, QueryRequest, ScrollRequest, SetPayloadRequest, UpsertRequest,
 };
 
 /// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
@@ -164,6 +164,20 @@ fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<V
             "/collections/{c}/exists",
             Ok(json!({"exists": shard.collection(c).is_ok()})),
         ),
+        ["collections", c, "index"] if m == Method::PUT => {
+            ("/collections/{c}/index", create_index(shard, c, body, wait))
+        }
+        ["collections", c, "index", field] if m == Method::DELETE => (
+            "/collections/{c}/index/{field}",
+            shard
+                .update(
+                    c,
+                    Update::DropIndex {
+                        field: field.to_string(),
+                    },
+                )
+                .map(|seq| update_result(seq, wait)),
+        ),
         ["collections", c, "points"] if m == Method::PUT => {
             ("/collections/{c}/points", upsert(shard, c, body, wait))
         }
@@ -238,6 +252,16 @@ fn collection_info(shard: &Shard, name: &str) -> Result<Value> {
     let c = shard.collection(name)?;
     let points = c.read();
     let cfg = &c.config;
+    let payload_schema: serde_json::Map<String, Value> = points
+        .payload_schema()
+        .into_iter()
+        .map(|(field, kind, n)| {
+            (
+                field,
+                json!({"data_type": kind, "params": null, "points": n}),
+            )
+        })
+        .collect();
     let mut params = json!({
         "vectors": vectors_shape(&cfg.vectors)?,
         "shard_number": 1,
@@ -265,8 +289,29 @@ fn collection_info(shard: &Shard, name: &str) -> Result<Value> {
             "wal_config": {"wal_capacity_mb": 64, "wal_segments_ahead": 0},
             "quantization_config": null
         },
-        "payload_schema": {}
+        "payload_schema": payload_schema
     }))
+}
+
+fn create_index(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
+    let req: CreateIndexRequest = parse_body(body)?;
+    if req.field_name.is_empty() {
+        return Err(Error::bad("field_name must not be empty"));
+    }
+    let kind = req
+        .field_schema
+        .ok_or_else(|| Error::bad("field_schema is required: one of keyword, integer, float, bool, datetime, uuid, text"))?
+        .kind();
+    Ok(update_result(
+        shard.update(
+            c,
+            Update::CreateIndex {
+                field: req.field_name,
+                kind,
+            },
+        )?,
+        wait,
+    ))
 }
 
 fn update_result(seq: u64, wait: bool) -> Value {

@@ -16,6 +16,7 @@ use crate::hnsw::{HnswIndex, VectorIndex};
 use crate::output::{Record, ScoredPoint, VectorOutput, WithVector};
 use crate::params::{CollectionConfig, Distance, HnswConfig, Modifier};
 use crate::payload::{merge, WithPayload};
+use crate::payload_index::{FieldType, PayloadIndexes};
 use crate::point::{
     check_finite, NamedVectors, Payload, PointId, SparseVector, Vector, DEFAULT_VECTOR,
 };
@@ -265,6 +266,25 @@ impl SparseStore {
     }
 }
 
+/// How a filter found its points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterPlan {
+    /// Payload indexes named the candidates.
+    Index,
+    /// Every payload was read.
+    Scan,
+}
+
+impl FilterPlan {
+    /// The plan's metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterPlan::Index => "index",
+            FilterPlan::Scan => "scan",
+        }
+    }
+}
+
 /// The points of a collection, by slot.
 pub struct Points {
     ids: BTreeMap<PointId, u32>,
@@ -272,6 +292,8 @@ pub struct Points {
     free: Vec<u32>,
     pub(crate) dense: BTreeMap<String, DenseStore>,
     pub(crate) sparse: BTreeMap<String, SparseStore>,
+    /// Indexes over payload fields, kept in step with every write.
+    pub(crate) payload_indexes: PayloadIndexes,
     /// Sequence number of the last write applied.
     pub last_seq: u64,
     /// Set when the collection was dropped, so writers holding it fail instead of writing to nothing.
@@ -335,6 +357,7 @@ impl Points {
             free: Vec::new(),
             dense,
             sparse,
+            payload_indexes: PayloadIndexes::default(),
             last_seq: 0,
             dropped: false,
         })
@@ -373,19 +396,69 @@ impl Points {
         self.slots.get(slot as usize)?.as_ref().map(|r| r.id)
     }
 
-    /// Slots of the points matching `filter`, in slot order.
-    pub(crate) fn matching_slots(&self, filter: &Filter) -> Vec<u32> {
-        (0..self.slots.len() as u32)
-            .filter(|&s| self.view(s).is_some_and(|v| filter.matches(&v)))
-            .collect()
+    /// Slots of the points matching `filter`, in slot order, and how they were found: payload
+    /// indexes narrow the candidates when the filter's `must` names indexed fields.
+    pub(crate) fn filter_slots(&self, filter: &Filter) -> (Vec<u32>, FilterPlan) {
+        let filter = self.payload_indexes.resolve(filter);
+        let keep = |s: &u32| self.view(*s).is_some_and(|v| filter.matches(&v));
+        match self.payload_indexes.candidates(&filter) {
+            Some(candidates) => (
+                candidates.into_iter().filter(keep).collect(),
+                FilterPlan::Index,
+            ),
+            None => (
+                (0..self.slots.len() as u32).filter(keep).collect(),
+                FilterPlan::Scan,
+            ),
+        }
+    }
+
+    /// Matching points as (id, slot), in id order.
+    fn matching_by_id(&self, filter: &Filter) -> Vec<(PointId, u32)> {
+        let mut found: Vec<(PointId, u32)> = self
+            .filter_slots(filter)
+            .0
+            .into_iter()
+            .filter_map(|s| Some((self.id_of(s)?, s)))
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     /// Ids of the points matching `filter`, in id order.
     pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
-        self.ids
+        self.matching_by_id(filter)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Creates (or replaces) the payload index of `field` as write `seq`.
+    pub fn create_index(&mut self, seq: u64, field: &str, kind: FieldType) {
+        let payloads = self
+            .slots
             .iter()
-            .filter(|(_, &s)| self.view(s).is_some_and(|v| filter.matches(&v)))
-            .map(|(id, _)| *id)
+            .enumerate()
+            .filter_map(|(s, r)| Some((s as u32, &r.as_ref()?.payload)));
+        self.payload_indexes.create(field, kind, payloads);
+        self.last_seq = seq;
+    }
+
+    /// Drops the payload index of `field` as write `seq`.
+    pub fn drop_index(&mut self, seq: u64, field: &str) {
+        self.payload_indexes.drop_field(field);
+        self.last_seq = seq;
+    }
+
+    /// Indexed fields with their type and how many points have a value there.
+    pub fn payload_schema(&self) -> Vec<(String, FieldType, usize)> {
+        self.payload_indexes
+            .schema()
+            .into_iter()
+            .map(|(f, k)| {
+                let n = self.payload_indexes.points(&f);
+                (f, k, n)
+            })
             .collect()
     }
 
@@ -396,11 +469,15 @@ impl Points {
             let slot = match self.ids.get(&p.id) {
                 Some(&slot) => {
                     self.clear_vectors(slot)?;
+                    if let Some(old) = self.slots[slot as usize].as_ref() {
+                        self.payload_indexes.remove(slot, &old.payload);
+                    }
                     slot
                 }
                 None => self.allocate(p.id),
             };
             self.place_vectors(slot, p.vectors, &mut added);
+            self.payload_indexes.insert(slot, &p.payload);
             self.slots[slot as usize] = Some(Slot {
                 id: p.id,
                 version: seq,
@@ -474,7 +551,9 @@ impl Points {
         for id in ids {
             if let Some(slot) = self.ids.remove(id) {
                 self.clear_vectors(slot)?;
-                self.slots[slot as usize] = None;
+                if let Some(old) = self.slots[slot as usize].take() {
+                    self.payload_indexes.remove(slot, &old.payload);
+                }
                 self.free.push(slot);
             }
         }
@@ -499,11 +578,13 @@ impl Points {
             let Some(record) = self.slots[slot as usize].as_mut() else {
                 continue;
             };
+            self.payload_indexes.remove(slot, &record.payload);
             if overwrite {
                 record.payload = payload.clone();
             } else {
                 merge(&mut record.payload, payload, key)?;
             }
+            self.payload_indexes.insert(slot, &record.payload);
             record.version = seq;
         }
         self.last_seq = seq;
@@ -577,15 +658,30 @@ impl Points {
         with_vector: &WithVector,
         single_unnamed: bool,
     ) -> (Vec<Record>, Option<PointId>) {
-        let range = match offset {
-            Some(o) => self.ids.range(o..),
-            None => self.ids.range(..),
+        let resolved = filter.map(|f| self.payload_indexes.resolve(f));
+        let indexed = resolved
+            .as_ref()
+            .is_some_and(|f| self.payload_indexes.candidates(f).is_some());
+        let ordered: Box<dyn Iterator<Item = (PointId, u32)> + '_> = match (&resolved, indexed) {
+            (Some(f), true) => Box::new(
+                self.matching_by_id(f)
+                    .into_iter()
+                    .filter(move |(id, _)| offset.is_none_or(|o| *id >= o)),
+            ),
+            _ => {
+                let range = match offset {
+                    Some(o) => self.ids.range(o..),
+                    None => self.ids.range(..),
+                };
+                Box::new(range.map(|(&id, &slot)| (id, slot)).filter(|&(_, slot)| {
+                    resolved
+                        .as_ref()
+                        .is_none_or(|f| self.view(slot).is_some_and(|v| f.matches(&v)))
+                }))
+            }
         };
         let mut page = Vec::with_capacity(limit.min(1024));
-        for (&id, &slot) in range {
-            if filter.is_some_and(|f| !self.view(slot).is_some_and(|v| f.matches(&v))) {
-                continue;
-            }
+        for (id, slot) in ordered {
             if page.len() == limit {
                 return (page, Some(id));
             }
@@ -610,12 +706,15 @@ impl Points {
         with_vector: &WithVector,
         single_unnamed: bool,
     ) -> Vec<ScoredPoint> {
-        self.ids
-            .iter()
-            .filter(|(_, &s)| filter.is_none_or(|f| self.view(s).is_some_and(|v| f.matches(&v))))
+        let matching: Vec<(PointId, u32)> = match filter {
+            Some(f) => self.matching_by_id(f),
+            None => self.ids.iter().map(|(&id, &slot)| (id, slot)).collect(),
+        };
+        matching
+            .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(&id, &slot)| {
+            .map(|(id, slot)| {
                 let (version, payload, vector) =
                     self.select(slot, with_payload, with_vector, single_unnamed);
                 ScoredPoint {
@@ -633,11 +732,7 @@ impl Points {
     pub fn count(&self, filter: Option<&Filter>) -> usize {
         match filter {
             None => self.len(),
-            Some(f) => self
-                .ids
-                .values()
-                .filter(|&&s| self.view(s).is_some_and(|v| f.matches(&v)))
-                .count(),
+            Some(f) => self.filter_slots(f).0.len(),
         }
     }
 
@@ -665,6 +760,7 @@ impl Points {
         last_seq: u64,
         records: Vec<(u32, PointId, u64, Payload, NamedVectors)>,
         mut indexes: BTreeMap<String, Box<dyn VectorIndex>>,
+        payload_indexes: &BTreeMap<String, FieldType>,
     ) -> Result<Self> {
         let mut points = Points::new(config)?;
         let mut rebuild: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -680,6 +776,14 @@ impl Points {
                 payload,
             });
             points.place_vectors(slot, vectors, &mut rebuild);
+        }
+        for (field, kind) in payload_indexes {
+            let payloads = points
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(s, r)| Some((s as u32, &r.as_ref()?.payload)));
+            points.payload_indexes.create(field, *kind, payloads);
         }
         points.free = (0..points.slots.len() as u32)
             .filter(|&s| points.slots[s as usize].is_none())

@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::payload::{scalars_at, values_at};
+use crate::payload_index::tokens;
 use crate::point::{Payload, PointId};
 
 /// What a filter sees of a point.
@@ -61,6 +62,8 @@ pub enum FieldCheck {
     Value(Scalar),
     /// Some string value contains this text.
     Text(String),
+    /// Some string value has every word of this text (`match.text` on a text-indexed field).
+    Tokens(String),
     /// Some value is one of these.
     Any(Vec<Scalar>),
     /// Some value is none of these.
@@ -102,6 +105,11 @@ pub struct Bounds<T> {
 }
 
 impl<T: PartialOrd + Copy> Bounds<T> {
+    /// Whether `x` lies within every set bound.
+    pub fn contains_value(&self, x: T) -> bool {
+        self.contains(x)
+    }
+
     fn contains(&self, x: T) -> bool {
         self.lt.is_none_or(|b| x < b)
             && self.gt.is_none_or(|b| x > b)
@@ -452,6 +460,12 @@ impl FieldCheck {
             FieldCheck::Text(t) => values
                 .iter()
                 .any(|v| v.as_str().is_some_and(|s| s.contains(t.as_str()))),
+            FieldCheck::Tokens(t) => values.iter().any(|v| {
+                v.as_str().is_some_and(|s| {
+                    let words: std::collections::HashSet<String> = tokens(s).collect();
+                    tokens(t).all(|w| words.contains(&w))
+                })
+            }),
             FieldCheck::Any(list) => values.iter().any(|v| list.iter().any(|s| s.matches(v))),
             FieldCheck::Except(list) => values.iter().any(|v| !list.iter().any(|s| s.matches(v))),
             FieldCheck::Range(b) => values

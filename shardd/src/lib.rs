@@ -17,6 +17,7 @@ pub mod ops;
 pub mod output;
 pub mod params;
 pub mod payload;
+pub mod payload_index;
 pub mod point;
 pub mod search;
 pub mod server;

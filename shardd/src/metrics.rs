@@ -24,6 +24,8 @@ pub struct Metrics {
     pub searches: IntCounterVec,
     /// Points per collection.
     pub points: IntGaugeVec,
+    /// Filtered searches by how the filter found its points (`index`, `scan`).
+    pub filters: IntCounterVec,
 }
 
 impl Metrics {
@@ -76,6 +78,13 @@ impl Metrics {
                 Opts::new(name("points"), "Points per collection"),
                 &["collection"],
             )?,
+            filters: IntCounterVec::new(
+                Opts::new(
+                    name("filtered_searches_total"),
+                    "Filtered searches by how the filter found its points (index, scan)",
+                ),
+                &["plan"],
+            )?,
         };
         registry.register(Box::new(m.wal_fsync_seconds.clone()))?;
         registry.register(Box::new(m.wal_bytes.clone()))?;
@@ -86,6 +95,7 @@ impl Metrics {
         registry.register(Box::new(m.snapshot_failures.clone()))?;
         registry.register(Box::new(m.searches.clone()))?;
         registry.register(Box::new(m.points.clone()))?;
+        registry.register(Box::new(m.filters.clone()))?;
         Ok(m)
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::collection::{PointWrite, Points};
 use crate::error::Result;
 use crate::params::CollectionConfig;
+use crate::payload_index::FieldType;
 use crate::point::{Payload, PointId};
 
 /// One logged write.
@@ -40,6 +41,14 @@ pub enum Op {
         key: Option<String>,
         overwrite: bool,
     },
+    /// A payload index was created (or replaced) on a field.
+    CreateFieldIndex {
+        collection: String,
+        field: String,
+        kind: FieldType,
+    },
+    /// A payload index was dropped.
+    DropFieldIndex { collection: String, field: String },
 }
 
 impl Op {
@@ -49,7 +58,9 @@ impl Op {
             Op::CreateCollection { name, .. } | Op::DropCollection { name } => name,
             Op::Upsert { collection, .. }
             | Op::Delete { collection, .. }
-            | Op::SetPayload { collection, .. } => collection,
+            | Op::SetPayload { collection, .. }
+            | Op::CreateFieldIndex { collection, .. }
+            | Op::DropFieldIndex { collection, .. } => collection,
         }
     }
 
@@ -67,6 +78,14 @@ impl Op {
                 overwrite,
                 ..
             } => points.set_payload(seq, &ids, &payload, key.as_deref(), overwrite),
+            Op::CreateFieldIndex { field, kind, .. } => {
+                points.create_index(seq, &field, kind);
+                Ok(())
+            }
+            Op::DropFieldIndex { field, .. } => {
+                points.drop_index(seq, &field);
+                Ok(())
+            }
             Op::CreateCollection { .. } | Op::DropCollection { .. } => Ok(()),
         }
     }

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collection::{Collection, DenseStore, Points};
+use crate::collection::{Collection, DenseStore, FilterPlan, Points};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::output::{ScoredPoint, WithVector};
@@ -90,11 +90,16 @@ impl Plan {
 type Hit = (f32, PointId, u32);
 
 impl Collection {
-    /// Runs one search and reports how it was planned.
-    pub fn search(&self, req: &SearchRequest) -> Result<(Vec<ScoredPoint>, Plan)> {
+    /// Runs one search and reports how it was planned (vectors, and the filter if any).
+    pub fn search(
+        &self,
+        req: &SearchRequest,
+    ) -> Result<(Vec<ScoredPoint>, Plan, Option<FilterPlan>)> {
         let points = self.read();
         let k = req.offset + req.limit;
-        let allowed = req.filter.as_ref().map(|f| points.matching_slots(f));
+        let filtered = req.filter.as_ref().map(|f| points.filter_slots(f));
+        let filter_plan = filtered.as_ref().map(|f| f.1);
+        let allowed = filtered.map(|f| f.0);
         let (mut hits, plan, distance) = match &req.vector {
             QueryVector::Dense(q) => {
                 let store = points
@@ -158,7 +163,7 @@ impl Collection {
                 }
             })
             .collect();
-        Ok((out, plan))
+        Ok((out, plan, filter_plan))
     }
 }
 
@@ -299,7 +304,7 @@ mod tests {
     fn small_collections_are_scanned_exactly() {
         let c = collection("Euclid", 10_000);
         let data = fill(&c, 300);
-        let (hits, plan) = c.search(&request(data[5].clone(), None, 3)).unwrap();
+        let (hits, plan, _) = c.search(&request(data[5].clone(), None, 3)).unwrap();
         assert_eq!(plan, Plan::Exact);
         assert_eq!(hits[0].id, PointId::Num(5));
         assert_eq!(hits[0].score, 0.0);
@@ -310,13 +315,13 @@ mod tests {
         let c = collection("Dot", 0);
         let data = fill(&c, 3000);
         let rare = json!({"must": [{"key": "rare", "match": {"value": true}}]});
-        let (hits, plan) = c.search(&request(data[0].clone(), Some(rare), 10)).unwrap();
+        let (hits, plan, _) = c.search(&request(data[0].clone(), Some(rare), 10)).unwrap();
         assert_eq!(hits.len(), 10);
         assert!(matches!(plan, Plan::HnswFiltered | Plan::ExactFallback));
         assert!(hits
             .iter()
             .all(|h| matches!(h.id, PointId::Num(i) if i % 97 == 0)));
-        let (hits, plan) = c.search(&request(data[0].clone(), None, 10)).unwrap();
+        let (hits, plan, _) = c.search(&request(data[0].clone(), None, 10)).unwrap();
         assert_eq!((hits.len(), plan), (10, Plan::Hnsw));
     }
 
@@ -333,7 +338,7 @@ mod tests {
         c.write().upsert(1, c.validate(writes).unwrap()).unwrap();
         let mut req = request(vec![1.0; 8], None, 2);
         req.offset = 1;
-        let (hits, _) = c.search(&req).unwrap();
+        let (hits, _, _) = c.search(&req).unwrap();
         assert_eq!(
             hits.iter().map(|h| h.id).collect::<Vec<_>>(),
             vec![PointId::Num(7), PointId::Num(8)]

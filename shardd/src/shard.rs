@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::ops::Op;
 use crate::output::ScoredPoint;
 use crate::params::CollectionConfig;
+use crate::payload_index::FieldType;
 use crate::point::{Payload, PointId};
 use crate::search::SearchRequest;
 use crate::snapshot;
@@ -58,6 +59,10 @@ pub enum Update {
     Upsert(Vec<PointWrite>),
     /// Delete points.
     Delete(Selector),
+    /// Create (or replace) the payload index of a field.
+    CreateIndex { field: String, kind: FieldType },
+    /// Drop the payload index of a field.
+    DropIndex { field: String },
     /// Merge into (or with `overwrite`, replace) the payload of points.
     SetPayload {
         selector: Selector,
@@ -309,6 +314,15 @@ impl Shard {
                 key,
                 overwrite,
             },
+            Update::CreateIndex { field, kind } => Op::CreateFieldIndex {
+                collection: collection_name,
+                field,
+                kind,
+            },
+            Update::DropIndex { field } => Op::DropFieldIndex {
+                collection: collection_name,
+                field,
+            },
         };
         let seq = self.wal.append(&encode(&op)?)?;
         op.apply(&mut points, seq)?;
@@ -324,11 +338,17 @@ impl Shard {
 
     /// Runs a search and counts its plan.
     pub fn search(&self, name: &str, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
-        let (points, plan) = self.collection(name)?.search(req)?;
+        let (points, plan, filter) = self.collection(name)?.search(req)?;
         self.metrics
             .searches
             .with_label_values(&[plan.as_str()])
             .inc();
+        if let Some(filter) = filter {
+            self.metrics
+                .filters
+                .with_label_values(&[filter.as_str()])
+                .inc();
+        }
         Ok(points)
     }
 

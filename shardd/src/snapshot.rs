@@ -18,6 +18,7 @@ use crate::collection::{Collection, Points};
 use crate::error::{Error, Result};
 use crate::hnsw::{HnswIndex, VectorIndex};
 use crate::params::CollectionConfig;
+use crate::payload_index::FieldType;
 use crate::point::{NamedVectors, Payload, PointId, SparseVector, Vector};
 
 const MAGIC: &[u8; 8] = b"VGSNAP1\n";
@@ -26,6 +27,8 @@ const MAGIC: &[u8; 8] = b"VGSNAP1\n";
 struct Header {
     name: String,
     config: CollectionConfig,
+    #[serde(default)]
+    payload_indexes: BTreeMap<String, FieldType>,
 }
 
 /// The snapshot file of a collection (named by a hash, since names may hold any character).
@@ -117,6 +120,7 @@ pub fn encode(collection: &Collection, points: &Points) -> Result<Vec<u8>> {
     let header = Header {
         name: collection.name.clone(),
         config: collection.config.clone(),
+        payload_indexes: points.payload_indexes.schema(),
     };
     e.bytes(&serde_json::to_vec(&header).map_err(json_err)?);
     e.u64(points.len() as u64);
@@ -216,7 +220,13 @@ pub fn decode(bytes: &[u8]) -> Result<Collection> {
             }
         }
     }
-    let points = Points::restore(&header.config, seq, records, indexes)?;
+    let points = Points::restore(
+        &header.config,
+        seq,
+        records,
+        indexes,
+        &header.payload_indexes,
+    )?;
     Ok(Collection::from_points(header.name, header.config, points))
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::output::WithVector;
 use crate::payload::WithPayload;
+use crate::payload_index::FieldSchema;
 use crate::point::{Payload, PointId, SparseVector, Vector, VectorInput, DEFAULT_VECTOR};
 use crate::search::{QueryVector, SearchParams, SearchRequest};
 
@@ -249,6 +250,15 @@ pub struct QueryRequest {
     pub prefetch: Option<Value>,
     /// Not supported: vectors from another collection.
     pub lookup_from: Option<Value>,
+}
+
+/// `PUT /collections/{c}/index`.
+#[derive(Debug, Deserialize)]
+pub struct CreateIndexRequest {
+    /// The payload key to index (dotted paths allowed).
+    pub field_name: String,
+    /// Its type: a name or `{"type": ..., "is_tenant": ...}`.
+    pub field_schema: Option<FieldSchema>,
 }
 
 /// `{"searches": [...]}` of the batch endpoints.

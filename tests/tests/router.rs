@@ -868,3 +868,58 @@ fn a_replica_that_missed_writes_catches_up_before_it_serves_reads() {
         "the caught-up replica serves reads again"
     );
 }
+
+#[test]
+fn payload_indexes_are_built_on_every_replica_and_used() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let url = cluster.url();
+    setup(&url, &random_vectors(300, 14));
+    let q = json!({"query": vec![0.3; DIM], "limit": 8, "filter": {"must": [{"key": "group", "match": {"value": "g3"}}]}});
+    let before = ok(
+        "POST",
+        &format!("{url}/collections/docs/points/query"),
+        Some(&q),
+    );
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs/index"),
+        Some(&json!({"field_name": "group", "field_schema": "keyword"})),
+    );
+    let info = ok("GET", &format!("{url}/collections/docs"), None);
+    assert_eq!(info["payload_schema"]["group"]["points"], 300, "{info}");
+    for replica in cluster.replicas.iter().flatten() {
+        let own = ok("GET", &format!("{}/collections/docs", replica.url()), None);
+        assert_eq!(own["payload_schema"]["group"]["data_type"], "keyword");
+    }
+    assert_eq!(
+        ok(
+            "POST",
+            &format!("{url}/collections/docs/points/query"),
+            Some(&q)
+        ),
+        before
+    );
+    for shard in &cluster.replicas {
+        let indexed: f64 = shard
+            .iter()
+            .map(|r| {
+                metric(
+                    &r.url(),
+                    "shardd_filtered_searches_total",
+                    &["plan=\"index\""],
+                )
+            })
+            .sum();
+        assert_eq!(
+            indexed, 1.0,
+            "each shard answered the filter from its index"
+        );
+    }
+    ok(
+        "DELETE",
+        &format!("{url}/collections/docs/index/group"),
+        None,
+    );
+    let info = ok("GET", &format!("{url}/collections/docs"), None);
+    assert!(info["payload_schema"].get("group").is_none());
+}

@@ -704,3 +704,150 @@ fn acked_writes_survive_kill_9() {
         );
     }
 }
+
+fn filtered_plans(url: &str, plan: &str) -> f64 {
+    metric(
+        url,
+        "shardd_filtered_searches_total",
+        &[&format!("plan=\"{plan}\"")],
+    )
+}
+
+#[test]
+fn payload_indexes_narrow_filters_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = shardd(dir.path(), &[]);
+    let data = random_vectors(2000, 61);
+    create(
+        &p.url(),
+        "ix",
+        json!({"vectors": {"size": DIM, "distance": "Dot"}}),
+    );
+    upsert_all(&p.url(), "ix", &data);
+    let texts = json!({"points": [
+        {"id": 5000, "vector": data[0], "payload": {"body": "Quantum physics explained", "category": "text"}},
+        {"id": 5001, "vector": data[1], "payload": {"body": "physics of quanta", "category": "text"}},
+    ]});
+    ok(
+        "PUT",
+        &format!("{}/collections/ix/points?wait=true", p.url()),
+        Some(&texts),
+    );
+    let q = json!({"vector": data[3], "limit": 10, "filter": {"must": [{"key": "category", "match": {"value": "c7"}}, {"key": "price", "range": {"gte": 1000}}]}});
+    let search = |url: &str| {
+        hits(&ok(
+            "POST",
+            &format!("{url}/collections/ix/points/search"),
+            Some(&q),
+        ))
+    };
+    let scanned = search(&p.url());
+    assert_eq!(scanned.len(), 10);
+    assert_eq!(filtered_plans(&p.url(), "scan"), 1.0);
+
+    for (field, schema) in [
+        ("category", json!("keyword")),
+        ("price", json!({"type": "integer", "is_tenant": false})),
+        ("body", json!("text")),
+    ] {
+        let r = ok(
+            "PUT",
+            &format!("{}/collections/ix/index?wait=true", p.url()),
+            Some(&json!({"field_name": field, "field_schema": schema})),
+        );
+        assert_eq!(r["status"], "completed");
+    }
+    let info = ok("GET", &format!("{}/collections/ix", p.url()), None);
+    assert_eq!(
+        info["payload_schema"]["category"],
+        json!({"data_type": "keyword", "params": null, "points": 2002})
+    );
+    assert_eq!(info["payload_schema"]["price"]["points"], 2000);
+    assert_eq!(
+        search(&p.url()),
+        scanned,
+        "an indexed filter finds the same points"
+    );
+    assert_eq!(filtered_plans(&p.url(), "index"), 1.0);
+
+    let text = |url: &str, words: &str| {
+        let r = ok(
+            "POST",
+            &format!("{url}/collections/ix/points/scroll"),
+            Some(&json!({"filter": {"must": [{"key": "body", "match": {"text": words}}]}})),
+        );
+        r["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        text(&p.url(), "PHYSICS quantum"),
+        vec![5000],
+        "with a text index every word must be present"
+    );
+
+    let moved = scanned[0].0;
+    ok(
+        "PUT",
+        &format!("{}/collections/ix/points", p.url()),
+        Some(
+            &json!({"points": [{"id": moved, "vector": data[moved as usize], "payload": {"category": "c8", "price": moved}}]}),
+        ),
+    );
+    ok(
+        "POST",
+        &format!("{}/collections/ix/points/delete", p.url()),
+        Some(&json!({"points": [scanned[1].0]})),
+    );
+    let after = search(&p.url());
+    assert!(
+        after.iter().all(|h| h.0 != moved && h.0 != scanned[1].0),
+        "the index follows upserts and deletes"
+    );
+    assert_eq!(
+        ok(
+            "POST",
+            &format!("{}/collections/ix/points/count", p.url()),
+            Some(&json!({"filter": q["filter"]}))
+        ),
+        json!({"count": 98})
+    );
+
+    p.kill9();
+    p.restart();
+    wait_for(&format!("{}/readyz", p.url()), Duration::from_secs(60));
+    assert_eq!(
+        search(&p.url()),
+        after,
+        "indexes come back after kill -9 (WAL replay)"
+    );
+    assert_eq!(filtered_plans(&p.url(), "index"), 1.0);
+    assert!(p.terminate());
+    p.restart();
+    wait_for(&format!("{}/readyz", p.url()), Duration::from_secs(60));
+    assert_eq!(search(&p.url()), after, "indexes come back from a snapshot");
+    assert_eq!(text(&p.url(), "quantum physics"), vec![5000]);
+
+    ok(
+        "DELETE",
+        &format!("{}/collections/ix/index/category", p.url()),
+        None,
+    );
+    let info = ok("GET", &format!("{}/collections/ix", p.url()), None);
+    assert!(info["payload_schema"].get("category").is_none());
+    let (status, body) = call(
+        "PUT",
+        &format!("{}/collections/ix/index", p.url()),
+        Some(&json!({"field_name": "x", "field_schema": "vector"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(
+        "PUT",
+        &format!("{}/collections/ix/index", p.url()),
+        Some(&json!({"field_name": "x"})),
+    );
+    assert_eq!(status, 400);
+}
