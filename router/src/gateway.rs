@@ -6,13 +6,13 @@
 //! succeeds when `write_consistency` of them acknowledge. Reads go to one replica per shard,
 //! chosen by the read policy; a replica that fails or times out is retried on another.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -22,12 +22,17 @@ use shardd::api::{
 };
 use shardd::collection::{Collection, PointWrite};
 use shardd::error::Error;
+use shardd::fusion::fuse;
+use shardd::output::WithVector;
 use shardd::output::{Record, ScoredPoint};
 use shardd::params::{CollectionConfig, CreateCollection, Distance};
+use shardd::payload::WithPayload;
 use shardd::point::PointId;
+use shardd::search::QueryVector;
+use shardd::shard::fused_top;
 use shardd::wire::{
-    self, Batch, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan, QueryRequest,
-    ScrollRequest, SetPayloadRequest, UpsertRequest,
+    self, vector_json, Batch, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan,
+    ScrollRequest, SetPayloadRequest, Stage, StageQuery, UpsertRequest,
 };
 use tokio::time::Instant;
 
@@ -85,6 +90,9 @@ impl Schema {
 }
 
 type Outcome = Result<(Value, Vec<String>), Error>;
+
+/// Points of a stage, and the shards missing from them.
+type Gathered = Result<(Vec<ScoredPoint>, Vec<String>), Error>;
 
 /// The router.
 pub struct Gateway {
@@ -930,11 +938,20 @@ impl Ctx<'_> {
     /// the client's own request with `limit` widened to `offset + limit` and `offset` 0.
     async fn query(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
         let raw = raw?;
-        let req: QueryRequest = parse_value(raw.clone())?;
-        let plan = req.into_plan()?;
+        let plan = wire::query_plan(&raw)?;
         let (limit, offset, distance) = match &plan {
             QueryPlan::Search(s) => (s.limit, s.offset, self.schema(c).await?.distance(&s.using)),
             QueryPlan::List { limit, offset, .. } => (*limit, *offset, Distance::Dot),
+            QueryPlan::Staged {
+                stage,
+                offset,
+                with_payload,
+                with_vector,
+            } => {
+                let (mut points, missing) = self.stage(c, stage, with_payload, with_vector).await?;
+                points.drain(..(*offset).min(points.len()));
+                return Ok((serde_json::to_value(points).unwrap_or(Value::Null), missing));
+            }
         };
         let mut body = raw;
         body["limit"] = json!(limit + offset);
@@ -948,14 +965,108 @@ impl Ctx<'_> {
             .map(|r| from_value(r["points"].clone()))
             .collect::<Result<_, _>>()?;
         let merged = match plan {
-            QueryPlan::Search(_) => merge_top_k(&lists, distance, offset, limit),
             QueryPlan::List { .. } => {
                 let mut all: Vec<ScoredPoint> = lists.into_iter().flatten().collect();
                 all.sort_by_key(|p| p.id);
                 all.into_iter().skip(offset).take(limit).collect()
             }
+            _ => merge_top_k(&lists, distance, offset, limit),
         };
         Ok((serde_json::to_value(merged).unwrap_or(Value::Null), missing))
+    }
+
+    /// Runs one stage of a universal query over every shard. Searches scatter and merge; a
+    /// fusion or rescoring runs here over the merged results of each prefetch, so the answer
+    /// equals that of one shard holding every point.
+    fn stage<'s>(
+        &'s self,
+        c: &'s str,
+        stage: &'s Stage,
+        with_payload: &'s WithPayload,
+        with_vector: &'s WithVector,
+    ) -> BoxFuture<'s, Gathered> {
+        Box::pin(async move {
+            if stage.prefetch.is_empty() {
+                let StageQuery::Nearest(v) = &stage.query else {
+                    return Err(Error::bad("query: fusion needs prefetches to fuse"));
+                };
+                return self
+                    .stage_search(
+                        c,
+                        stage,
+                        v,
+                        stage.filter_json.clone(),
+                        with_payload,
+                        with_vector,
+                    )
+                    .await;
+            }
+            let runs = join_all(
+                stage
+                    .prefetch
+                    .iter()
+                    .map(|p| self.stage(c, p, with_payload, with_vector)),
+            )
+            .await;
+            let (mut lists, mut missing) = (Vec::new(), Vec::new());
+            for run in runs {
+                let (list, m) = run?;
+                lists.push(list);
+                missing.extend(m);
+            }
+            match &stage.query {
+                StageQuery::Fusion(f) => Ok((fused_top(fuse(lists, f)?, stage), missing)),
+                StageQuery::Nearest(v) => {
+                    let ids: BTreeSet<PointId> = lists.iter().flatten().map(|p| p.id).collect();
+                    let mut must = vec![json!({"has_id": ids})];
+                    must.extend(stage.filter_json.clone());
+                    let (points, m) = self
+                        .stage_search(
+                            c,
+                            stage,
+                            v,
+                            Some(json!({"must": must})),
+                            with_payload,
+                            with_vector,
+                        )
+                        .await?;
+                    missing.extend(m);
+                    Ok((points, missing))
+                }
+            }
+        })
+    }
+
+    /// One nearest search of a stage on every shard, merged to the stage's limit.
+    async fn stage_search(
+        &self,
+        c: &str,
+        stage: &Stage,
+        vector: &QueryVector,
+        filter: Option<Value>,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+    ) -> Gathered {
+        let body = json!({
+            "query": vector_json(vector),
+            "using": stage.using,
+            "filter": filter,
+            "params": stage.params,
+            "score_threshold": stage.score_threshold,
+            "limit": stage.limit,
+            "with_payload": with_payload,
+            "with_vector": with_vector,
+        });
+        let distance = self.schema(c).await?.distance(&stage.using);
+        let path = format!("/collections/{}/points/query", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
+            .await?;
+        let lists: Vec<Vec<ScoredPoint>> = results
+            .into_iter()
+            .map(|r| from_value(r["points"].clone()))
+            .collect::<Result<_, _>>()?;
+        Ok((merge_top_k(&lists, distance, 0, stage.limit), missing))
     }
 
     async fn query_batch(&self, c: &str, body: &Bytes) -> Outcome {

@@ -19,7 +19,7 @@ use crate::point::{PointId, DEFAULT_VECTOR};
 use crate::shard::{Selector, Shard, Update};
 use crate::wire::{
     self, Batch, CountRequest, CreateIndexRequest, DeleteRequest, GetPointsRequest,
-    LegacySearchRequest, QueryPlan, QueryRequest, ScrollRequest, SetPayloadRequest, UpsertRequest,
+    LegacySearchRequest, QueryPlan, ScrollRequest, SetPayloadRequest, UpsertRequest,
 };
 
 /// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
@@ -386,9 +386,19 @@ fn get_point(shard: &Shard, c: &str, id: &str) -> Result<Value> {
     }
 }
 
-fn query(shard: &Shard, c: &str, req: Result<QueryRequest>) -> Result<Value> {
-    let points = match req?.into_plan()? {
+fn query(shard: &Shard, c: &str, raw: Result<Value>) -> Result<Value> {
+    let points = match wire::query_plan(&raw?)? {
         QueryPlan::Search(s) => shard.search(c, &s)?,
+        QueryPlan::Staged {
+            stage,
+            offset,
+            with_payload,
+            with_vector,
+        } => {
+            let mut points = shard.query_stage(c, &stage, &with_payload, &with_vector)?;
+            points.drain(..offset.min(points.len()));
+            points
+        }
         QueryPlan::List {
             filter,
             limit,
@@ -412,7 +422,7 @@ fn query(shard: &Shard, c: &str, req: Result<QueryRequest>) -> Result<Value> {
 }
 
 fn query_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let batch: Batch<QueryRequest> = parse_body(body)?;
+    let batch: Batch<Value> = parse_body(body)?;
     batch
         .searches
         .into_iter()

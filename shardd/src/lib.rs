@@ -10,6 +10,7 @@ pub mod collection;
 pub mod distance;
 pub mod error;
 pub mod filter;
+pub mod fusion;
 pub mod hnsw;
 pub mod logs;
 pub mod metrics;

@@ -14,16 +14,21 @@ use std::time::Instant;
 
 use crate::collection::{Collection, PointWrite};
 use crate::error::{Error, Result};
-use crate::filter::Filter;
+use crate::filter::{Condition, Filter};
+use crate::fusion::fuse;
 use crate::metrics::Metrics;
 use crate::ops::Op;
 use crate::output::ScoredPoint;
+use crate::output::WithVector;
 use crate::params::CollectionConfig;
+use crate::payload::WithPayload;
 use crate::payload_index::FieldType;
 use crate::point::{Payload, PointId};
+use crate::search::QueryVector;
 use crate::search::SearchRequest;
 use crate::snapshot;
 use crate::wal::{FsyncPolicy, Wal};
+use crate::wire::{Stage, StageQuery};
 
 /// How a shard stores its data.
 #[derive(Clone, Copy, Debug)]
@@ -352,6 +357,45 @@ impl Shard {
         Ok(points)
     }
 
+    /// Runs one stage of a universal query: a search, or the fusion or rescoring of its
+    /// prefetches (each run here first, to its own limit).
+    pub fn query_stage(
+        &self,
+        name: &str,
+        stage: &Stage,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+    ) -> Result<Vec<ScoredPoint>> {
+        let search = |vector: &QueryVector, filter: Option<Filter>| SearchRequest {
+            using: stage.using.clone(),
+            vector: vector.clone(),
+            filter,
+            limit: stage.limit,
+            offset: 0,
+            score_threshold: stage.score_threshold,
+            params: stage.params,
+            with_payload: with_payload.clone(),
+            with_vector: with_vector.clone(),
+        };
+        if stage.prefetch.is_empty() {
+            let StageQuery::Nearest(v) = &stage.query else {
+                return Err(Error::bad("query: fusion needs prefetches to fuse"));
+            };
+            return self.search(name, &search(v, stage.filter.clone()));
+        }
+        let lists = stage
+            .prefetch
+            .iter()
+            .map(|p| self.query_stage(name, p, with_payload, with_vector))
+            .collect::<Result<Vec<_>>>()?;
+        match &stage.query {
+            StageQuery::Fusion(f) => Ok(fused_top(fuse(lists, f)?, stage)),
+            StageQuery::Nearest(v) => {
+                self.search(name, &search(v, Some(among(&lists, stage.filter.as_ref()))))
+            }
+        }
+    }
+
     /// Snapshots every collection changed since its last snapshot, then deletes the WAL
     /// segments that every collection's snapshot covers. Returns how many were written.
     pub fn snapshot(&self) -> Result<usize> {
@@ -406,6 +450,26 @@ impl Shard {
     pub fn close(&self) -> Result<()> {
         self.wal.sync(self.wal.last_seq())?;
         self.snapshot().map(|_| ())
+    }
+}
+
+/// A fused list cut to the stage: `score_threshold` on fused scores, then `limit`.
+pub fn fused_top(mut fused: Vec<ScoredPoint>, stage: &Stage) -> Vec<ScoredPoint> {
+    if let Some(t) = stage.score_threshold {
+        fused.retain(|p| p.score >= t);
+    }
+    fused.truncate(stage.limit);
+    fused
+}
+
+/// The filter of a rescoring stage: the prefetched points that also pass the stage's filter.
+pub fn among(lists: &[Vec<ScoredPoint>], filter: Option<&Filter>) -> Filter {
+    let ids = lists.iter().flatten().map(|p| p.id).collect();
+    let mut must = vec![Condition::HasId(ids)];
+    must.extend(filter.cloned().map(Condition::Filter));
+    Filter {
+        must,
+        ..Filter::default()
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::collection::PointWrite;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::fusion::{Fusion, DEFAULT_RRF_K};
 use crate::output::WithVector;
 use crate::payload::WithPayload;
 use crate::payload_index::FieldSchema;
@@ -246,7 +247,7 @@ pub struct QueryRequest {
     pub with_payload: Option<WithPayload>,
     /// Vectors to return (default: none).
     pub with_vector: Option<WithVector>,
-    /// Not supported yet: multi-stage queries.
+    /// Sub-queries (see [`query_plan`]).
     pub prefetch: Option<Value>,
     /// Not supported: vectors from another collection.
     pub lookup_from: Option<Value>,
@@ -312,10 +313,157 @@ impl LegacySearchRequest {
     }
 }
 
+/// One stage of a universal query: a nearest search, or a fusion or rescoring of its prefetches.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// Sub-queries whose results this stage combines.
+    pub prefetch: Vec<Stage>,
+    /// What this stage does.
+    pub query: StageQuery,
+    /// The vector name searched.
+    pub using: String,
+    /// The stage's filter.
+    pub filter: Option<Filter>,
+    /// The filter as sent, to forward it.
+    pub filter_json: Option<Value>,
+    /// Search knobs.
+    pub params: SearchParams,
+    /// Drop points scoring worse than this.
+    pub score_threshold: Option<f32>,
+    /// How many points the stage yields.
+    pub limit: usize,
+}
+
+/// The operation of a stage.
+#[derive(Clone, Debug)]
+pub enum StageQuery {
+    /// Nearest neighbours of a vector (over the prefetched points when there are prefetches).
+    Nearest(QueryVector),
+    /// Fusion of the prefetches' results.
+    Fusion(Fusion),
+}
+
+/// JSON of a query vector, as shards accept it.
+pub fn vector_json(v: &QueryVector) -> Value {
+    match v {
+        QueryVector::Dense(d) => serde_json::json!(d),
+        QueryVector::Sparse(s) => serde_json::json!({"indices": s.indices, "values": s.values}),
+    }
+}
+
+fn stage_query(v: &Value) -> Result<StageQuery> {
+    if let Some(obj) = v.as_object() {
+        if let Some(f) = obj.get("fusion") {
+            return match f.as_str() {
+                Some("rrf") => Ok(StageQuery::Fusion(Fusion::Rrf {
+                    k: DEFAULT_RRF_K,
+                    weights: None,
+                })),
+                Some("dbsf") => Ok(StageQuery::Fusion(Fusion::Dbsf)),
+                _ => Err(Error::bad(format!(
+                    "query.fusion: expected \"rrf\" or \"dbsf\", got {f}"
+                ))),
+            };
+        }
+        if let Some(r) = obj.get("rrf") {
+            let k =
+                match r.get("k") {
+                    None | Some(Value::Null) => DEFAULT_RRF_K,
+                    Some(k) => k.as_u64().filter(|k| *k >= 1).ok_or_else(|| {
+                        Error::bad("query.rrf.k: expected an integer of at least 1")
+                    })? as usize,
+                };
+            let weights = match r.get("weights") {
+                None | Some(Value::Null) => None,
+                Some(w) => Some(
+                    serde_json::from_value::<Vec<f32>>(w.clone())
+                        .map_err(|e| Error::bad(format!("query.rrf.weights: {e}")))?,
+                ),
+            };
+            return Ok(StageQuery::Fusion(Fusion::Rrf { k, weights }));
+        }
+        if obj.get("mmr").is_some_and(|m| !m.is_null()) {
+            return Err(Error::bad("query: mmr is not supported yet"));
+        }
+    }
+    query_vector(v.clone()).map(StageQuery::Nearest)
+}
+
+/// Parses a prefetch stage (or a whole query with prefetches) from its JSON.
+pub fn parse_stage(v: &Value) -> Result<Stage> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::bad("prefetch: expected an object"))?;
+    if obj.get("lookup_from").is_some_and(|l| !l.is_null()) {
+        return Err(Error::bad("lookup_from is not supported"));
+    }
+    let prefetch = match obj.get("prefetch") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.iter().map(parse_stage).collect::<Result<_>>()?,
+        Some(single) => vec![parse_stage(single)?],
+    };
+    let query = match obj.get("query") {
+        Some(q) if !q.is_null() => stage_query(q)?,
+        _ if prefetch.is_empty() => return Err(Error::bad("prefetch: a stage needs a `query`")),
+        _ => {
+            return Err(Error::bad(
+                "query: a query with prefetches needs a `query` (a fusion or a vector)",
+            ))
+        }
+    };
+    if prefetch.is_empty() && matches!(query, StageQuery::Fusion(_)) {
+        return Err(Error::bad("query: fusion needs prefetches to fuse"));
+    }
+    let filter_json = obj.get("filter").filter(|f| !f.is_null()).cloned();
+    let filter = filter_json
+        .clone()
+        .map(serde_json::from_value::<Filter>)
+        .transpose()
+        .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
+    let field = |k: &str| obj.get(k).filter(|x| !x.is_null()).cloned();
+    let limit = field("limit")
+        .map(|l| {
+            l.as_u64()
+                .ok_or_else(|| Error::bad("limit: expected an unsigned integer"))
+        })
+        .transpose()?
+        .unwrap_or(10) as usize;
+    check_limit(limit, 0)?;
+    Ok(Stage {
+        prefetch,
+        query,
+        using: field("using")
+            .and_then(|u| u.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        filter,
+        filter_json,
+        params: field("params")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::bad(format!("params: {e}")))?
+            .unwrap_or_default(),
+        score_threshold: field("score_threshold")
+            .and_then(|t| t.as_f64())
+            .map(|t| t as f32),
+        limit,
+    })
+}
+
 /// What a universal query asks for, once parsed.
 pub enum QueryPlan {
     /// A nearest-neighbour search.
     Search(SearchRequest),
+    /// Prefetches combined by fusion or rescored; the top stage yields `offset + limit`.
+    Staged {
+        /// The top stage.
+        stage: Stage,
+        /// Points to skip.
+        offset: usize,
+        /// Payload to return.
+        with_payload: WithPayload,
+        /// Vectors to return.
+        with_vector: WithVector,
+    },
     /// No query: matching points by id, scored 0.
     List {
         /// Only matching points.
@@ -358,11 +506,31 @@ fn query_vector(v: Value) -> Result<QueryVector> {
     }
 }
 
+/// Parses a universal query (`/points/query` body) into a plan.
+pub fn query_plan(raw: &Value) -> Result<QueryPlan> {
+    let req: QueryRequest = serde_json::from_value(raw.clone())
+        .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
+    if req.prefetch.as_ref().is_none_or(Value::is_null) {
+        return req.into_plan();
+    }
+    let offset = req.offset.unwrap_or(0);
+    let limit = req.limit.unwrap_or(10);
+    check_limit(limit, offset)?;
+    let mut stage = parse_stage(raw)?;
+    stage.limit = limit + offset;
+    Ok(QueryPlan::Staged {
+        stage,
+        offset,
+        with_payload: req.with_payload.unwrap_or(WithPayload::All(false)),
+        with_vector: req.with_vector.unwrap_or(WithVector::All(false)),
+    })
+}
+
 impl QueryRequest {
-    /// The engine request.
+    /// The engine request for a query without prefetches.
     pub fn into_plan(self) -> Result<QueryPlan> {
         if self.prefetch.as_ref().is_some_and(|p| !p.is_null()) {
-            return Err(Error::bad("prefetch is not supported"));
+            return Err(Error::bad("prefetch: use wire::query_plan"));
         }
         if self.lookup_from.as_ref().is_some_and(|p| !p.is_null()) {
             return Err(Error::bad("lookup_from is not supported"));
@@ -445,6 +613,15 @@ mod tests {
             Ok(QueryPlan::List { limit: 10, .. })
         ));
         assert!(plan(json!({"query": {"fusion": "rrf"}})).is_err());
+        let staged = query_plan(&json!({"prefetch": [{"query": [1.0], "limit": 5}, {"query": {"indices": [1], "values": [1.0]}, "using": "s"}], "query": {"rrf": {"k": 60}}, "limit": 3, "offset": 1})).unwrap();
+        assert!(
+            matches!(staged, QueryPlan::Staged { ref stage, offset: 1, .. } if stage.limit == 4 && stage.prefetch.len() == 2 && stage.prefetch[0].limit == 5)
+        );
+        assert!(
+            query_plan(&json!({"prefetch": {"query": [1.0]}})).is_err(),
+            "prefetch needs a query"
+        );
+        assert!(query_plan(&json!({"query": {"nearest": [1.0], "mmr": {"diversity": 0.5}}, "prefetch": {"query": [1.0]}})).is_err());
         assert!(plan(json!({"query": [[1.0], [2.0]]})).is_err());
     }
 }

@@ -923,3 +923,97 @@ fn payload_indexes_are_built_on_every_replica_and_used() {
     let info = ok("GET", &format!("{url}/collections/docs"), None);
     assert!(info["payload_schema"].get("group").is_none());
 }
+
+#[test]
+fn hybrid_fusion_on_a_cluster_equals_one_shard() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let single = shardd(dir.path(), &[]);
+    let collection = json!({"vectors": {"dense": {"size": DIM, "distance": "Cosine"}}, "sparse_vectors": {"text": {}}});
+    let data = random_vectors(300, 15);
+    let points: Vec<Value> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let vector = if i % 4 == 3 {
+                json!({"dense": v})
+            } else {
+                json!({"dense": v, "text": {"indices": [i % 17, 100 + i % 5, 200 + i % 11], "values": [1.0, 0.5 + (i % 3) as f32, 0.25]}})
+            };
+            json!({"id": i, "vector": vector, "payload": {"n": i, "even": i % 2 == 0}})
+        })
+        .collect();
+    for url in [cluster.url(), single.url()] {
+        ok("PUT", &format!("{url}/collections/h"), Some(&collection));
+        ok(
+            "PUT",
+            &format!("{url}/collections/h/points?wait=true"),
+            Some(&json!({"points": points})),
+        );
+    }
+    let dense = |q: &[f32], limit: usize| json!({"query": q, "using": "dense", "limit": limit});
+    let sparse = |limit: usize| json!({"query": {"indices": [3, 101, 205], "values": [1.0, 2.0, 0.5]}, "using": "text", "limit": limit});
+    let q = &data[7];
+    let queries = vec![
+        json!({"prefetch": [dense(q, 20), sparse(20)], "query": {"fusion": "rrf"}, "limit": 10, "with_payload": true}),
+        json!({"prefetch": [dense(q, 20), sparse(20)], "query": {"fusion": "dbsf"}, "limit": 10}),
+        json!({"prefetch": [dense(q, 15), sparse(25)], "query": {"rrf": {"k": 60, "weights": [2.0, 1.0]}}, "limit": 8, "offset": 2}),
+        json!({
+            "prefetch": {"prefetch": [dense(q, 30), sparse(30)], "query": {"fusion": "rrf"}, "limit": 25},
+            "query": {"nearest": data[9]}, "using": "dense", "limit": 5,
+            "filter": {"must": [{"key": "even", "match": {"value": true}}]}, "with_payload": true,
+        }),
+    ];
+    for query in &queries {
+        let routed = ok(
+            "POST",
+            &format!("{}/collections/h/points/query", cluster.url()),
+            Some(query),
+        );
+        let alone = ok(
+            "POST",
+            &format!("{}/collections/h/points/query", single.url()),
+            Some(query),
+        );
+        assert_eq!(routed, alone, "query {query} differs");
+        assert!(!routed["points"].as_array().unwrap().is_empty());
+    }
+    let rrf = ok(
+        "POST",
+        &format!("{}/collections/h/points/query", cluster.url()),
+        Some(&queries[0]),
+    );
+    assert!(
+        rrf["points"][0]["score"].as_f64().unwrap() <= 1.0,
+        "RRF scores: {rrf}"
+    );
+    let rescored = ok(
+        "POST",
+        &format!("{}/collections/h/points/query", cluster.url()),
+        Some(&queries[3]),
+    );
+    assert!(rescored["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["payload"]["even"] == json!(true)));
+    let batch = json!({"searches": queries});
+    assert_eq!(
+        ok(
+            "POST",
+            &format!("{}/collections/h/points/query/batch", cluster.url()),
+            Some(&batch)
+        ),
+        ok(
+            "POST",
+            &format!("{}/collections/h/points/query/batch", single.url()),
+            Some(&batch)
+        )
+    );
+    let (status, body) = call(
+        "POST",
+        &format!("{}/collections/h/points/query", cluster.url()),
+        Some(&json!({"prefetch": [dense(q, 5)], "query": {"rrf": {"weights": [1.0, 2.0]}}})),
+    );
+    assert_eq!(status, 400, "{body}");
+}
