@@ -23,13 +23,13 @@ use shardd::api::{
 use shardd::collection::{Collection, PointWrite};
 use shardd::error::Error;
 use shardd::fusion::fuse;
+use shardd::mmr;
 use shardd::output::WithVector;
 use shardd::output::{Record, ScoredPoint};
 use shardd::params::{CollectionConfig, CreateCollection, Distance};
 use shardd::payload::WithPayload;
 use shardd::point::PointId;
-use shardd::search::QueryVector;
-use shardd::shard::fused_top;
+use shardd::shard::{candidates_for, fused_top};
 use shardd::wire::{
     self, vector_json, Batch, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan,
     ScrollRequest, SetPayloadRequest, Stage, StageQuery, UpsertRequest,
@@ -986,21 +986,6 @@ impl Ctx<'_> {
         with_vector: &'s WithVector,
     ) -> BoxFuture<'s, Gathered> {
         Box::pin(async move {
-            if stage.prefetch.is_empty() {
-                let StageQuery::Nearest(v) = &stage.query else {
-                    return Err(Error::bad("query: fusion needs prefetches to fuse"));
-                };
-                return self
-                    .stage_search(
-                        c,
-                        stage,
-                        v,
-                        stage.filter_json.clone(),
-                        with_payload,
-                        with_vector,
-                    )
-                    .await;
-            }
             let runs = join_all(
                 stage
                     .prefetch
@@ -1014,46 +999,64 @@ impl Ctx<'_> {
                 lists.push(list);
                 missing.extend(m);
             }
-            match &stage.query {
-                StageQuery::Fusion(f) => Ok((fused_top(fuse(lists, f)?, stage), missing)),
-                StageQuery::Nearest(v) => {
-                    let ids: BTreeSet<PointId> = lists.iter().flatten().map(|p| p.id).collect();
-                    let mut must = vec![json!({"has_id": ids})];
-                    must.extend(stage.filter_json.clone());
-                    let (points, m) = self
-                        .stage_search(
-                            c,
-                            stage,
-                            v,
-                            Some(json!({"must": must})),
-                            with_payload,
-                            with_vector,
-                        )
-                        .await?;
-                    missing.extend(m);
-                    Ok((points, missing))
+            let vector = match &stage.query {
+                StageQuery::Fusion(f) if !lists.is_empty() => {
+                    return Ok((fused_top(fuse(lists, f)?, stage), missing))
                 }
-            }
+                StageQuery::Fusion(_) => {
+                    return Err(Error::bad("query: fusion needs prefetches to fuse"))
+                }
+                StageQuery::Nearest(v) => v,
+            };
+            let filter = if stage.prefetch.is_empty() {
+                stage.filter_json.clone()
+            } else {
+                let ids: BTreeSet<PointId> = lists.iter().flatten().map(|p| p.id).collect();
+                let mut must = vec![json!({"has_id": ids})];
+                must.extend(stage.filter_json.clone());
+                Some(json!({"must": must}))
+            };
+            let (limit, fetch) = candidates_for(stage, with_vector);
+            let (found, m) = self
+                .stage_search(c, stage, filter, limit, with_payload, &fetch)
+                .await?;
+            missing.extend(m);
+            let points = match stage.mmr {
+                Some(params) => mmr::rerank(
+                    found,
+                    vector,
+                    &stage.using,
+                    self.schema(c).await?.distance(&stage.using),
+                    params,
+                    stage.limit,
+                    with_vector,
+                ),
+                None => found,
+            };
+            Ok((points, missing))
         })
     }
 
-    /// One nearest search of a stage on every shard, merged to the stage's limit.
+    /// One nearest search of a stage on every shard, merged to `limit`.
     async fn stage_search(
         &self,
         c: &str,
         stage: &Stage,
-        vector: &QueryVector,
         filter: Option<Value>,
+        limit: usize,
         with_payload: &WithPayload,
         with_vector: &WithVector,
     ) -> Gathered {
+        let StageQuery::Nearest(vector) = &stage.query else {
+            return Err(Error::bad("query: only a nearest stage searches"));
+        };
         let body = json!({
             "query": vector_json(vector),
             "using": stage.using,
             "filter": filter,
             "params": stage.params,
             "score_threshold": stage.score_threshold,
-            "limit": stage.limit,
+            "limit": limit,
             "with_payload": with_payload,
             "with_vector": with_vector,
         });
@@ -1066,7 +1069,7 @@ impl Ctx<'_> {
             .into_iter()
             .map(|r| from_value(r["points"].clone()))
             .collect::<Result<_, _>>()?;
-        Ok((merge_top_k(&lists, distance, 0, stage.limit), missing))
+        Ok((merge_top_k(&lists, distance, 0, limit), missing))
     }
 
     async fn query_batch(&self, c: &str, body: &Bytes) -> Outcome {

@@ -14,6 +14,7 @@ pub mod fusion;
 pub mod hnsw;
 pub mod logs;
 pub mod metrics;
+pub mod mmr;
 pub mod ops;
 pub mod output;
 pub mod params;

@@ -17,14 +17,15 @@ use crate::error::{Error, Result};
 use crate::filter::{Condition, Filter};
 use crate::fusion::fuse;
 use crate::metrics::Metrics;
+use crate::mmr;
 use crate::ops::Op;
 use crate::output::ScoredPoint;
 use crate::output::WithVector;
 use crate::params::CollectionConfig;
+use crate::params::Distance;
 use crate::payload::WithPayload;
 use crate::payload_index::FieldType;
 use crate::point::{Payload, PointId};
-use crate::search::QueryVector;
 use crate::search::SearchRequest;
 use crate::snapshot;
 use crate::wal::{FsyncPolicy, Wal};
@@ -357,8 +358,9 @@ impl Shard {
         Ok(points)
     }
 
-    /// Runs one stage of a universal query: a search, or the fusion or rescoring of its
-    /// prefetches (each run here first, to its own limit).
+    /// Runs one stage of a universal query: a search (over the prefetched points when there
+    /// are prefetches, re-ranked by MMR when asked), or the fusion of its prefetches (each run
+    /// here first, to its own limit).
     pub fn query_stage(
         &self,
         name: &str,
@@ -366,34 +368,58 @@ impl Shard {
         with_payload: &WithPayload,
         with_vector: &WithVector,
     ) -> Result<Vec<ScoredPoint>> {
-        let search = |vector: &QueryVector, filter: Option<Filter>| SearchRequest {
-            using: stage.using.clone(),
-            vector: vector.clone(),
-            filter,
-            limit: stage.limit,
-            offset: 0,
-            score_threshold: stage.score_threshold,
-            params: stage.params,
-            with_payload: with_payload.clone(),
-            with_vector: with_vector.clone(),
-        };
-        if stage.prefetch.is_empty() {
-            let StageQuery::Nearest(v) = &stage.query else {
-                return Err(Error::bad("query: fusion needs prefetches to fuse"));
-            };
-            return self.search(name, &search(v, stage.filter.clone()));
-        }
         let lists = stage
             .prefetch
             .iter()
             .map(|p| self.query_stage(name, p, with_payload, with_vector))
             .collect::<Result<Vec<_>>>()?;
-        match &stage.query {
-            StageQuery::Fusion(f) => Ok(fused_top(fuse(lists, f)?, stage)),
-            StageQuery::Nearest(v) => {
-                self.search(name, &search(v, Some(among(&lists, stage.filter.as_ref()))))
+        let vector = match &stage.query {
+            StageQuery::Fusion(f) if !lists.is_empty() => {
+                return Ok(fused_top(fuse(lists, f)?, stage))
             }
-        }
+            StageQuery::Fusion(_) => {
+                return Err(Error::bad("query: fusion needs prefetches to fuse"))
+            }
+            StageQuery::Nearest(v) => v,
+        };
+        let filter = if stage.prefetch.is_empty() {
+            stage.filter.clone()
+        } else {
+            Some(among(&lists, stage.filter.as_ref()))
+        };
+        let (limit, fetch) = candidates_for(stage, with_vector);
+        let request = SearchRequest {
+            using: stage.using.clone(),
+            vector: vector.clone(),
+            filter,
+            limit,
+            offset: 0,
+            score_threshold: stage.score_threshold,
+            params: stage.params,
+            with_payload: with_payload.clone(),
+            with_vector: fetch,
+        };
+        let found = self.search(name, &request)?;
+        Ok(match stage.mmr {
+            Some(params) => {
+                let distance = self
+                    .collection(name)?
+                    .config
+                    .vectors
+                    .get(&stage.using)
+                    .map_or(Distance::Dot, |p| p.distance);
+                mmr::rerank(
+                    found,
+                    vector,
+                    &stage.using,
+                    distance,
+                    params,
+                    stage.limit,
+                    with_vector,
+                )
+            }
+            None => found,
+        })
     }
 
     /// Snapshots every collection changed since its last snapshot, then deletes the WAL
@@ -450,6 +476,18 @@ impl Shard {
     pub fn close(&self) -> Result<()> {
         self.wal.sync(self.wal.last_seq())?;
         self.snapshot().map(|_| ())
+    }
+}
+
+/// How many points a nearest stage fetches, and with which vectors: MMR picks from
+/// `candidates_limit` points and needs their vectors.
+pub fn candidates_for(stage: &Stage, with_vector: &WithVector) -> (usize, WithVector) {
+    match stage.mmr {
+        Some(m) => (
+            m.candidates_limit.unwrap_or(stage.limit).max(stage.limit),
+            mmr::fetch_vectors(with_vector, &stage.using),
+        ),
+        None => (stage.limit, with_vector.clone()),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::collection::PointWrite;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{Fusion, DEFAULT_RRF_K};
+use crate::mmr::MmrParams;
 use crate::output::WithVector;
 use crate::payload::WithPayload;
 use crate::payload_index::FieldSchema;
@@ -332,6 +333,8 @@ pub struct Stage {
     pub score_threshold: Option<f32>,
     /// How many points the stage yields.
     pub limit: usize,
+    /// Re-rank a nearest stage's candidates by maximal marginal relevance.
+    pub mmr: Option<MmrParams>,
 }
 
 /// The operation of a stage.
@@ -351,15 +354,45 @@ pub fn vector_json(v: &QueryVector) -> Value {
     }
 }
 
-fn stage_query(v: &Value) -> Result<StageQuery> {
+fn mmr_params(m: &Value) -> Result<MmrParams> {
+    let diversity = match m.get("diversity") {
+        None | Some(Value::Null) => 0.5,
+        Some(d) => d
+            .as_f64()
+            .filter(|d| (0.0..=1.0).contains(d))
+            .ok_or_else(|| Error::bad("query.mmr.diversity: expected a number from 0 to 1"))?
+            as f32,
+    };
+    let candidates_limit = match m.get("candidates_limit") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(
+            c.as_u64()
+                .filter(|c| *c >= 1 && *c as usize <= MAX_RESULTS)
+                .ok_or_else(|| {
+                    Error::bad(format!(
+                        "query.mmr.candidates_limit: expected 1 to {MAX_RESULTS}"
+                    ))
+                })? as usize,
+        ),
+    };
+    Ok(MmrParams {
+        diversity,
+        candidates_limit,
+    })
+}
+
+fn stage_query(v: &Value) -> Result<(StageQuery, Option<MmrParams>)> {
     if let Some(obj) = v.as_object() {
         if let Some(f) = obj.get("fusion") {
             return match f.as_str() {
-                Some("rrf") => Ok(StageQuery::Fusion(Fusion::Rrf {
-                    k: DEFAULT_RRF_K,
-                    weights: None,
-                })),
-                Some("dbsf") => Ok(StageQuery::Fusion(Fusion::Dbsf)),
+                Some("rrf") => Ok((
+                    StageQuery::Fusion(Fusion::Rrf {
+                        k: DEFAULT_RRF_K,
+                        weights: None,
+                    }),
+                    None,
+                )),
+                Some("dbsf") => Ok((StageQuery::Fusion(Fusion::Dbsf), None)),
                 _ => Err(Error::bad(format!(
                     "query.fusion: expected \"rrf\" or \"dbsf\", got {f}"
                 ))),
@@ -380,13 +413,19 @@ fn stage_query(v: &Value) -> Result<StageQuery> {
                         .map_err(|e| Error::bad(format!("query.rrf.weights: {e}")))?,
                 ),
             };
-            return Ok(StageQuery::Fusion(Fusion::Rrf { k, weights }));
+            return Ok((StageQuery::Fusion(Fusion::Rrf { k, weights }), None));
         }
-        if obj.get("mmr").is_some_and(|m| !m.is_null()) {
-            return Err(Error::bad("query: mmr is not supported yet"));
+        if let Some(m) = obj.get("mmr").filter(|m| !m.is_null()) {
+            let nearest = obj
+                .get("nearest")
+                .ok_or_else(|| Error::bad("query.mmr goes with query.nearest"))?;
+            return Ok((
+                StageQuery::Nearest(query_vector(nearest.clone())?),
+                Some(mmr_params(m)?),
+            ));
         }
     }
-    query_vector(v.clone()).map(StageQuery::Nearest)
+    query_vector(v.clone()).map(|q| (StageQuery::Nearest(q), None))
 }
 
 /// Parses a prefetch stage (or a whole query with prefetches) from its JSON.
@@ -402,7 +441,7 @@ pub fn parse_stage(v: &Value) -> Result<Stage> {
         Some(Value::Array(items)) => items.iter().map(parse_stage).collect::<Result<_>>()?,
         Some(single) => vec![parse_stage(single)?],
     };
-    let query = match obj.get("query") {
+    let (query, mmr) = match obj.get("query") {
         Some(q) if !q.is_null() => stage_query(q)?,
         _ if prefetch.is_empty() => return Err(Error::bad("prefetch: a stage needs a `query`")),
         _ => {
@@ -446,6 +485,7 @@ pub fn parse_stage(v: &Value) -> Result<Stage> {
             .and_then(|t| t.as_f64())
             .map(|t| t as f32),
         limit,
+        mmr,
     })
 }
 
@@ -510,7 +550,11 @@ fn query_vector(v: Value) -> Result<QueryVector> {
 pub fn query_plan(raw: &Value) -> Result<QueryPlan> {
     let req: QueryRequest = serde_json::from_value(raw.clone())
         .map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))?;
-    if req.prefetch.as_ref().is_none_or(Value::is_null) {
+    let wants_mmr = raw
+        .get("query")
+        .and_then(|q| q.get("mmr"))
+        .is_some_and(|m| !m.is_null());
+    if req.prefetch.as_ref().is_none_or(Value::is_null) && !wants_mmr {
         return req.into_plan();
     }
     let offset = req.offset.unwrap_or(0);
@@ -621,7 +665,13 @@ mod tests {
             query_plan(&json!({"prefetch": {"query": [1.0]}})).is_err(),
             "prefetch needs a query"
         );
-        assert!(query_plan(&json!({"query": {"nearest": [1.0], "mmr": {"diversity": 0.5}}, "prefetch": {"query": [1.0]}})).is_err());
+        let mmr = query_plan(&json!({"query": {"nearest": [1.0], "mmr": {"diversity": 0.3, "candidates_limit": 50}}})).unwrap();
+        assert!(
+            matches!(mmr, QueryPlan::Staged { ref stage, .. } if stage.mmr == Some(MmrParams { diversity: 0.3, candidates_limit: Some(50) }))
+        );
+        assert!(
+            query_plan(&json!({"query": {"nearest": [1.0], "mmr": {"diversity": 2.0}}})).is_err()
+        );
         assert!(plan(json!({"query": [[1.0], [2.0]]})).is_err());
     }
 }

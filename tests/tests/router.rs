@@ -964,6 +964,47 @@ fn hybrid_fusion_on_a_cluster_equals_one_shard() {
             "filter": {"must": [{"key": "even", "match": {"value": true}}]}, "with_payload": true,
         }),
     ];
+    let mmr = |diversity: f32| json!({"query": {"nearest": q, "mmr": {"diversity": diversity, "candidates_limit": 40}}, "using": "dense", "limit": 6, "with_payload": true});
+    let mut queries = queries;
+    queries.push(mmr(0.6));
+    queries.push(json!({"prefetch": [dense(q, 30), sparse(30)], "query": {"nearest": data[2], "mmr": {"diversity": 0.4}}, "using": "dense", "limit": 4}));
+    let relevant = ok(
+        "POST",
+        &format!("{}/collections/h/points/query", cluster.url()),
+        Some(&mmr(0.0)),
+    );
+    let plain = ok(
+        "POST",
+        &format!("{}/collections/h/points/query", cluster.url()),
+        Some(&dense(q, 6)),
+    );
+    let ids = |v: &Value| {
+        v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&relevant),
+        ids(&plain),
+        "mmr without diversity is plain nearest search"
+    );
+    let diverse = ok(
+        "POST",
+        &format!("{}/collections/h/points/query", cluster.url()),
+        Some(&mmr(0.9)),
+    );
+    assert_ne!(ids(&diverse), ids(&plain), "diversity changes the picks");
+    assert!(
+        diverse["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["vector"].is_null()),
+        "vectors fetched for mmr are not returned"
+    );
     for query in &queries {
         let routed = ok(
             "POST",
