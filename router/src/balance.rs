@@ -96,6 +96,7 @@ fn round_robin(replicas: &[Replica], candidates: &[usize], turn: &AtomicUsize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::UNHEALTHY_AFTER_PROBES;
 
     fn replicas(spec: &[(&str, u32)]) -> Vec<Replica> {
         spec.iter()
@@ -136,7 +137,7 @@ mod tests {
         let rs = replicas(&[("us", 1), ("eu", 1), ("eu", 1)]);
         let counts = share(ReadPolicy::Geo, &rs, "us");
         assert_eq!(counts, vec![3000, 0, 0]);
-        rs[0].state.set_healthy(false);
+        (0..UNHEALTHY_AFTER_PROBES).for_each(|_| rs[0].state.record_probe(false));
         let counts = share(ReadPolicy::Geo, &rs, "us");
         assert_eq!(counts[0], 0);
         assert!(counts[1] > 1000 && counts[2] > 1000, "{counts:?}");

@@ -262,7 +262,7 @@ impl Gateway {
                 .call(&r.url, &Method::GET, "/readyz", Bytes::new(), deadline)
         });
         for (r, result) in states.iter().zip(join_all(probes).await) {
-            r.set_healthy(matches!(result, Ok(a) if a.status == 200));
+            r.record_probe(matches!(result, Ok(a) if a.status == 200));
         }
     }
 

@@ -15,6 +15,9 @@ pub const EJECT_AFTER_FAILURES: u32 = 3;
 pub const BASE_EJECTION: Duration = Duration::from_secs(1);
 /// Longest ejection.
 pub const MAX_EJECTION: Duration = Duration::from_secs(30);
+/// Consecutive failed health checks that mark a replica unhealthy; one passing check marks it
+/// healthy again. A single slow check does not take a replica out of rotation.
+pub const UNHEALTHY_AFTER_PROBES: u32 = 3;
 
 /// Live state of one replica.
 pub struct ReplicaState {
@@ -25,8 +28,9 @@ pub struct ReplicaState {
     ejections: AtomicU64,
     /// Milliseconds after `epoch` until which the replica is ejected (0: not ejected).
     ejected_until_ms: AtomicU64,
-    /// Last answer of the active health check.
+    /// What the active health checks say.
     healthy: AtomicBool,
+    failed_probes: AtomicU32,
     epoch: Instant,
     /// Writes the replica missed, when the router keeps hints for it.
     hints: Option<HintLog>,
@@ -60,6 +64,7 @@ impl ReplicaState {
             ejections: AtomicU64::new(0),
             ejected_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            failed_probes: AtomicU32::new(0),
             epoch: Instant::now(),
             hints,
         })
@@ -131,9 +136,15 @@ impl ReplicaState {
         true
     }
 
-    /// Records an active health check.
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::SeqCst);
+    /// Records an active health check: healthy at once when it passes, unhealthy after
+    /// [`UNHEALTHY_AFTER_PROBES`] consecutive failures.
+    pub fn record_probe(&self, ok: bool) {
+        if ok {
+            self.failed_probes.store(0, Ordering::SeqCst);
+            self.healthy.store(true, Ordering::SeqCst);
+        } else if self.failed_probes.fetch_add(1, Ordering::SeqCst) + 1 >= UNHEALTHY_AFTER_PROBES {
+            self.healthy.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -165,9 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn unhealthy_replicas_are_unavailable() {
+    fn one_failed_probe_is_not_enough_to_mark_a_replica_down() {
         let r = ReplicaState::new("http://a:1");
-        r.set_healthy(false);
+        r.record_probe(false);
+        r.record_probe(false);
+        assert!(r.available(), "two slow probes keep it in rotation");
+        r.record_probe(false);
         assert!(!r.available());
+        r.record_probe(true);
+        assert!(r.available(), "one passing probe brings it back");
     }
 }
