@@ -23,6 +23,7 @@ use shardd::api::{
 use shardd::collection::{Collection, PointWrite};
 use shardd::error::Error;
 use shardd::fusion::fuse;
+use shardd::groups::{self, GroupsRequest};
 use shardd::mmr;
 use shardd::output::WithVector;
 use shardd::output::{Record, ScoredPoint};
@@ -385,6 +386,10 @@ impl Ctx<'_> {
                 self.query(c, parse_body(body))
                     .await
                     .map(|(v, p)| (json!({"points": v}), p)),
+            ),
+            ["collections", c, "points", "query", "groups"] if m == Method::POST => (
+                "/collections/{c}/points/query/groups",
+                self.query_groups(c, body).await,
             ),
             ["collections", c, "points", "query", "batch"] if m == Method::POST => (
                 "/collections/{c}/points/query/batch",
@@ -1070,6 +1075,23 @@ impl Ctx<'_> {
             .map(|r| from_value(r["points"].clone()))
             .collect::<Result<_, _>>()?;
         Ok((merge_top_k(&lists, distance, 0, limit), missing))
+    }
+
+    /// `/points/query/groups`: the query ranked over every shard, grouped here.
+    async fn query_groups(&self, c: &str, body: &Bytes) -> Outcome {
+        let raw: Value = parse_body(body)?;
+        let req: GroupsRequest = parse_value(raw.clone())?;
+        let (_, limit) = req.sizes()?;
+        let mut asked = req.first_fetch()?;
+        loop {
+            let (found, missing) = self.query(c, Ok(groups::ranked_query(&raw, asked))).await?;
+            let points: Vec<ScoredPoint> = from_value(found)?;
+            let grouped = groups::group(&points, &req)?;
+            if !groups::needs_more(grouped.len(), limit, points.len(), asked) {
+                return Ok((json!({"groups": grouped}), missing));
+            }
+            asked = (asked * 4).min(wire::MAX_RESULTS);
+        }
     }
 
     async fn query_batch(&self, c: &str, body: &Bytes) -> Outcome {

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::output::WithVector;
+use crate::groups::{self, GroupsRequest};
+use crate::output::{ScoredPoint, WithVector};
 use crate::params::{CollectionConfig, CreateCollection, HnswConfig, VectorParams};
 use crate::payload::WithPayload;
 use crate::point::{PointId, DEFAULT_VECTOR};
@@ -195,6 +196,10 @@ fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<V
         ["collections", c, "points", "query"] if m == Method::POST => (
             "/collections/{c}/points/query",
             query(shard, c, parse_body(body)),
+        ),
+        ["collections", c, "points", "query", "groups"] if m == Method::POST => (
+            "/collections/{c}/points/query/groups",
+            query_groups(shard, c, body),
         ),
         ["collections", c, "points", "query", "batch"] if m == Method::POST => (
             "/collections/{c}/points/query/batch",
@@ -419,6 +424,23 @@ fn query(shard: &Shard, c: &str, raw: Result<Value>) -> Result<Value> {
         }
     };
     Ok(json!({"points": to_value(points)?}))
+}
+
+fn query_groups(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let raw: Value = parse_body(body)?;
+    let req: GroupsRequest = parse_value(raw.clone())?;
+    let (_, limit) = req.sizes()?;
+    let mut asked = req.first_fetch()?;
+    loop {
+        let found = query(shard, c, Ok(groups::ranked_query(&raw, asked)))?;
+        let points: Vec<ScoredPoint> = serde_json::from_value(found["points"].clone())
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let grouped = groups::group(&points, &req)?;
+        if !groups::needs_more(grouped.len(), limit, points.len(), asked) {
+            return Ok(json!({"groups": grouped}));
+        }
+        asked = (asked * 4).min(wire::MAX_RESULTS);
+    }
 }
 
 fn query_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {

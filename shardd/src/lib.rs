@@ -11,6 +11,7 @@ pub mod distance;
 pub mod error;
 pub mod filter;
 pub mod fusion;
+pub mod groups;
 pub mod hnsw;
 pub mod logs;
 pub mod metrics;

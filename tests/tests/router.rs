@@ -97,6 +97,20 @@ fn a_sharded_cluster_answers_like_one_shard() {
         json!({"searches": [search_body(&data[0]), {"filter": {"must": [{"key": "group", "match": {"value": "g1"}}]}, "limit": 4, "offset": 2}]}),
     );
     assert_eq!(a, b, "batch or listing differs");
+    let groups = json!({"query": data[2], "group_by": "group", "group_size": 3, "limit": 4, "with_payload": ["n"]});
+    let (a, b) = both("POST", "/collections/docs/points/query/groups", groups);
+    assert_eq!(a, b, "groups differ");
+    let groups = a["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 4);
+    for g in groups {
+        let hits = g["hits"].as_array().unwrap();
+        assert!(!hits.is_empty() && hits.len() <= 3);
+        assert!(
+            hits.iter()
+                .all(|h| h["payload"].as_object().unwrap().keys().eq(["n"].iter())),
+            "{g}"
+        );
+    }
     for filter in [
         json!(null),
         json!({"must": [{"key": "n", "range": {"gte": 100, "lt": 400}}]}),
