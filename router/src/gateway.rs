@@ -27,10 +27,13 @@ use shardd::groups::{self, GroupsRequest};
 use shardd::mmr;
 use shardd::output::WithVector;
 use shardd::output::{Record, ScoredPoint};
+use shardd::params::Modifier;
 use shardd::params::{CollectionConfig, CreateCollection, Distance};
 use shardd::payload::WithPayload;
 use shardd::point::PointId;
+use shardd::search::QueryVector;
 use shardd::shard::{candidates_for, fused_top};
+use shardd::sparse::IdfStats;
 use shardd::wire::{
     self, vector_json, Batch, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan,
     ScrollRequest, SetPayloadRequest, Stage, StageQuery, UpsertRequest,
@@ -939,6 +942,41 @@ impl Ctx<'_> {
         Ok((envelope_result(&answer)?, Vec::new()))
     }
 
+    /// For a sparse query on an idf-weighted vector, the document frequencies of the whole
+    /// collection (every shard's, summed), so each shard weights terms as one shard holding
+    /// every point would. `None` for anything else.
+    async fn global_idf(
+        &self,
+        c: &str,
+        using: &str,
+        vector: &QueryVector,
+    ) -> Result<Option<IdfStats>, Error> {
+        let QueryVector::Sparse(query) = vector else {
+            return Ok(None);
+        };
+        let schema = self.schema(c).await?;
+        if schema
+            .collection
+            .config
+            .sparse_vectors
+            .get(using)
+            .and_then(|p| p.modifier)
+            != Some(Modifier::Idf)
+        {
+            return Ok(None);
+        }
+        let path = format!("/collections/{}/sparse/stats", encode_segment(c));
+        let body = to_body(&json!({"using": using, "indices": query.indices}));
+        let (results, _) = self
+            .scatter(c, &Method::POST, &path, self.same_body(&body))
+            .await?;
+        let mut total = IdfStats::default();
+        for r in results {
+            total.add(&from_value(r)?);
+        }
+        Ok(Some(total))
+    }
+
     /// Runs one query over every shard and merges; answers the points as a JSON list. Shards get
     /// the client's own request with `limit` widened to `offset + limit` and `offset` 0.
     async fn query(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
@@ -961,6 +999,11 @@ impl Ctx<'_> {
         let mut body = raw;
         body["limit"] = json!(limit + offset);
         body["offset"] = json!(0);
+        if let QueryPlan::Search(s) = &plan {
+            if let Some(stats) = self.global_idf(c, &s.using, &s.vector).await? {
+                body["vecgate_idf"] = json!(stats);
+            }
+        }
         let path = format!("/collections/{}/points/query", encode_segment(c));
         let (results, missing) = self
             .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
@@ -1064,6 +1107,7 @@ impl Ctx<'_> {
             "limit": limit,
             "with_payload": with_payload,
             "with_vector": with_vector,
+            "vecgate_idf": self.global_idf(c, &stage.using, vector).await?,
         });
         let distance = self.schema(c).await?.distance(&stage.using);
         let path = format!("/collections/{}/points/query", encode_segment(c));
@@ -1107,6 +1151,9 @@ impl Ctx<'_> {
         let distance = self.schema(c).await?.distance(&search.using);
         body["limit"] = json!(search.limit + search.offset);
         body["offset"] = json!(0);
+        if let Some(stats) = self.global_idf(c, &search.using, &search.vector).await? {
+            body["vecgate_idf"] = json!(stats);
+        }
         let path = format!("/collections/{}/points/search", encode_segment(c));
         let (results, missing) = self
             .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))

@@ -85,6 +85,7 @@ fn main() {
             params: SearchParams::default(),
             with_payload: WithPayload::All(true),
             with_vector: WithVector::All(false),
+            idf: None,
         })
         .collect();
     let (scan_p50, scan_qps) = measure(&collection, &queries, runs);

@@ -151,6 +151,7 @@ fn main() {
             },
             with_payload: WithPayload::All(false),
             with_vector: WithVector::All(false),
+            idf: None,
         };
         let mut found = 0;
         let mut qps = Vec::new();

@@ -20,7 +20,8 @@ use crate::point::{PointId, DEFAULT_VECTOR};
 use crate::shard::{Selector, Shard, Update};
 use crate::wire::{
     self, Batch, CountRequest, CreateIndexRequest, DeleteRequest, GetPointsRequest,
-    LegacySearchRequest, QueryPlan, ScrollRequest, SetPayloadRequest, UpsertRequest,
+    LegacySearchRequest, QueryPlan, ScrollRequest, SetPayloadRequest, SparseStatsRequest,
+    UpsertRequest,
 };
 
 /// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
@@ -196,6 +197,10 @@ fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<V
         ["collections", c, "points", "query"] if m == Method::POST => (
             "/collections/{c}/points/query",
             query(shard, c, parse_body(body)),
+        ),
+        ["collections", c, "sparse", "stats"] if m == Method::POST => (
+            "/collections/{c}/sparse/stats",
+            sparse_stats(shard, c, body),
         ),
         ["collections", c, "points", "query", "groups"] if m == Method::POST => (
             "/collections/{c}/points/query/groups",
@@ -424,6 +429,18 @@ fn query(shard: &Shard, c: &str, raw: Result<Value>) -> Result<Value> {
         }
     };
     Ok(json!({"points": to_value(points)?}))
+}
+
+/// Vecgate's internal `POST /collections/{c}/sparse/stats` (`{"using", "indices"}`): this
+/// shard's document frequencies, which the router sums for collection-wide idf.
+fn sparse_stats(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
+    let req: SparseStatsRequest = parse_body(body)?;
+    let coll = shard.collection(c)?;
+    let points = coll.read();
+    let stats = points
+        .sparse_stats(&req.using, &req.indices)
+        .ok_or_else(|| coll.unknown_vector(&req.using, "sparse"))?;
+    to_value(stats)
 }
 
 fn query_groups(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {

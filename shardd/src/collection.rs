@@ -20,7 +20,7 @@ use crate::payload_index::{FieldType, PayloadIndexes};
 use crate::point::{
     check_finite, NamedVectors, Payload, PointId, SparseVector, Vector, DEFAULT_VECTOR,
 };
-use crate::sparse::SparseIndex;
+use crate::sparse::{IdfStats, SparseIndex};
 
 /// A point to write, as validated: vectors prepared for their distance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -448,6 +448,11 @@ impl Points {
     pub fn drop_index(&mut self, seq: u64, field: &str) {
         self.payload_indexes.drop_field(field);
         self.last_seq = seq;
+    }
+
+    /// Document frequencies of sparse vector `name` for `dims`, when it exists.
+    pub fn sparse_stats(&self, name: &str, dims: &[u32]) -> Option<IdfStats> {
+        self.sparse.get(name).map(|s| s.index.stats(dims))
     }
 
     /// Indexed fields with their type and how many points have a value there.

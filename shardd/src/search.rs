@@ -15,6 +15,7 @@ use crate::output::{ScoredPoint, WithVector};
 use crate::params::{Distance, Modifier};
 use crate::payload::WithPayload;
 use crate::point::{check_finite, PointId, SparseVector};
+use crate::sparse::IdfStats;
 
 /// A query vector: dense or sparse.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +57,9 @@ pub struct SearchRequest {
     pub with_payload: WithPayload,
     /// Vectors to return.
     pub with_vector: WithVector,
+    /// Collection-wide document frequencies for an idf-weighted sparse search (from the
+    /// router); without them the shard uses its own.
+    pub idf: Option<IdfStats>,
 }
 
 /// How a search was carried out, for metrics.
@@ -132,9 +136,14 @@ impl Collection {
                 let allow = bits
                     .as_ref()
                     .map(|b| move |s: u32| b.get(s as usize).copied().unwrap_or(false));
+                let stats = (store.modifier == Modifier::Idf).then(|| {
+                    req.idf
+                        .clone()
+                        .unwrap_or_else(|| store.index.stats(&q.indices))
+                });
                 let scores = store.index.score(
                     &q,
-                    store.modifier == Modifier::Idf,
+                    stats.as_ref(),
                     allow.as_ref().map(|f| f as &dyn Fn(u32) -> bool),
                 );
                 let hits = scores
@@ -297,6 +306,7 @@ mod tests {
             params: SearchParams::default(),
             with_payload: WithPayload::All(false),
             with_vector: WithVector::All(false),
+            idf: None,
         }
     }
 

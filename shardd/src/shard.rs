@@ -398,6 +398,7 @@ impl Shard {
             params: stage.params,
             with_payload: with_payload.clone(),
             with_vector: fetch,
+            idf: stage.idf.clone(),
         };
         let found = self.search(name, &request)?;
         Ok(match stage.mmr {

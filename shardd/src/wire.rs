@@ -18,6 +18,7 @@ use crate::payload::WithPayload;
 use crate::payload_index::FieldSchema;
 use crate::point::{Payload, PointId, SparseVector, Vector, VectorInput, DEFAULT_VECTOR};
 use crate::search::{QueryVector, SearchParams, SearchRequest};
+use crate::sparse::IdfStats;
 
 /// The most results one search, scroll page or listing may ask for (limit + offset).
 pub const MAX_RESULTS: usize = 100_000;
@@ -225,6 +226,8 @@ pub struct LegacySearchRequest {
     pub with_vector: Option<WithVector>,
     /// Drop points scoring worse than this.
     pub score_threshold: Option<f32>,
+    /// Collection-wide idf statistics, sent by the router (not a Qdrant field).
+    pub vecgate_idf: Option<IdfStats>,
 }
 
 /// `POST /collections/{c}/points/query`.
@@ -252,6 +255,8 @@ pub struct QueryRequest {
     pub prefetch: Option<Value>,
     /// Not supported: vectors from another collection.
     pub lookup_from: Option<Value>,
+    /// Collection-wide idf statistics, sent by the router (not a Qdrant field).
+    pub vecgate_idf: Option<IdfStats>,
 }
 
 /// `PUT /collections/{c}/index`.
@@ -261,6 +266,15 @@ pub struct CreateIndexRequest {
     pub field_name: String,
     /// Its type: a name or `{"type": ..., "is_tenant": ...}`.
     pub field_schema: Option<FieldSchema>,
+}
+
+/// Vecgate's internal `POST /collections/{c}/sparse/stats`.
+#[derive(Debug, Deserialize)]
+pub struct SparseStatsRequest {
+    /// The sparse vector name.
+    pub using: String,
+    /// The dimensions whose document frequencies are wanted.
+    pub indices: Vec<u32>,
 }
 
 /// `{"searches": [...]}` of the batch endpoints.
@@ -310,6 +324,7 @@ impl LegacySearchRequest {
             params: self.params.unwrap_or_default(),
             with_payload: self.with_payload.unwrap_or(WithPayload::All(false)),
             with_vector: self.with_vector.unwrap_or(WithVector::All(false)),
+            idf: self.vecgate_idf,
         })
     }
 }
@@ -335,6 +350,8 @@ pub struct Stage {
     pub limit: usize,
     /// Re-rank a nearest stage's candidates by maximal marginal relevance.
     pub mmr: Option<MmrParams>,
+    /// Collection-wide idf statistics, sent by the router (not a Qdrant field).
+    pub idf: Option<IdfStats>,
 }
 
 /// The operation of a stage.
@@ -486,6 +503,10 @@ pub fn parse_stage(v: &Value) -> Result<Stage> {
             .map(|t| t as f32),
         limit,
         mmr,
+        idf: field("vecgate_idf")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::bad(format!("vecgate_idf: {e}")))?,
     })
 }
 
@@ -603,6 +624,7 @@ impl QueryRequest {
             params: self.params.unwrap_or_default(),
             with_payload,
             with_vector,
+            idf: self.vecgate_idf,
         }))
     }
 }

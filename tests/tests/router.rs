@@ -1072,3 +1072,61 @@ fn hybrid_fusion_on_a_cluster_equals_one_shard() {
     );
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn idf_weighted_sparse_search_through_shards_equals_one_shard() {
+    let cluster = Cluster::start(3, &["eu"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let single = shardd(dir.path(), &[]);
+    let collection = json!({"vectors": {"dense": {"size": DIM, "distance": "Dot"}}, "sparse_vectors": {"text": {"modifier": "idf"}}});
+    let data = random_vectors(240, 16);
+    let points: Vec<Value> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let words: Vec<u32> = (0..4)
+                .map(|w| ((i * 7 + w * 13) % 40) as u32)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let values: Vec<f32> = words.iter().map(|w| 1.0 + (*w % 3) as f32).collect();
+            json!({"id": i, "vector": {"dense": v, "text": {"indices": words, "values": values}}})
+        })
+        .collect();
+    for url in [cluster.url(), single.url()] {
+        ok("PUT", &format!("{url}/collections/i"), Some(&collection));
+        ok(
+            "PUT",
+            &format!("{url}/collections/i/points?wait=true"),
+            Some(&json!({"points": points})),
+        );
+    }
+    let sparse = json!({"indices": [1, 13, 26, 39], "values": [1.0, 1.0, 2.0, 0.5]});
+    let queries = [
+        (
+            "/points/query",
+            json!({"query": sparse, "using": "text", "limit": 10}),
+        ),
+        (
+            "/points/query",
+            json!({"prefetch": [{"query": sparse, "using": "text", "limit": 20}, {"query": data[0], "using": "dense", "limit": 20}], "query": {"fusion": "rrf"}, "limit": 10}),
+        ),
+        (
+            "/points/search",
+            json!({"vector": {"name": "text", "vector": sparse}, "limit": 10}),
+        ),
+    ];
+    for (path, q) in &queries {
+        let routed = ok(
+            "POST",
+            &format!("{}/collections/i{path}", cluster.url()),
+            Some(q),
+        );
+        let alone = ok(
+            "POST",
+            &format!("{}/collections/i{path}", single.url()),
+            Some(q),
+        );
+        assert_eq!(routed, alone, "{path} {q}");
+    }
+}
