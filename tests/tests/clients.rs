@@ -18,3 +18,37 @@ fn qdrant_client_reads_the_same_from_a_cluster_as_from_one_shard() {
     assert_eq!(routed["scroll"].as_array().unwrap().len(), 70);
     assert!(routed["version"].is_string());
 }
+
+#[test]
+fn langchain_reads_the_same_from_a_cluster_as_from_one_shard() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let single = shardd(dir.path(), &[]);
+    let routed: Value =
+        serde_json::from_str(&run_python("langchain_scenario.py", &[&cluster.url()])).unwrap();
+    let alone: Value =
+        serde_json::from_str(&run_python("langchain_scenario.py", &[&single.url()])).unwrap();
+    assert_eq!(routed, alone);
+    for mode in ["dense", "sparse", "hybrid"] {
+        let r = &routed[mode];
+        assert_eq!(r["search"].as_array().unwrap().len(), 5, "{mode}: {r}");
+        for m in r["filtered"].as_array().unwrap() {
+            assert_eq!(m["topic"], "biology", "{mode}");
+            assert!(m["year"].as_u64().unwrap() >= 2010, "{mode}");
+        }
+        assert!(
+            r["after_delete"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p[0].as_u64().unwrap() >= 4),
+            "{mode}: deleted documents came back"
+        );
+        assert_eq!(r["get_by_ids"], serde_json::json!([4, 5, 6, 7]), "{mode}");
+        assert_eq!(
+            r["existing"], r["after_delete"],
+            "{mode}: from_existing_collection reads the same"
+        );
+    }
+    assert_eq!(routed["dense"]["mmr"].as_array().unwrap().len(), 4);
+}
