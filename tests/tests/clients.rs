@@ -52,3 +52,40 @@ fn langchain_reads_the_same_from_a_cluster_as_from_one_shard() {
     }
     assert_eq!(routed["dense"]["mmr"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn llamaindex_reads_the_same_from_a_cluster_as_from_one_shard() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let single = shardd(dir.path(), &[]);
+    let routed: Value =
+        serde_json::from_str(&run_python("llamaindex_scenario.py", &[&cluster.url()])).unwrap();
+    let alone: Value =
+        serde_json::from_str(&run_python("llamaindex_scenario.py", &[&single.url()])).unwrap();
+    assert_eq!(routed, alone);
+    for name in ["li_dense", "li_hybrid"] {
+        let r = &routed[name];
+        assert_eq!(r["search"].as_array().unwrap().len(), 5, "{name}: {r}");
+        assert!(
+            r["filtered"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p[0].as_u64().unwrap() % 4 == 1),
+            "{name}: only biology"
+        );
+        assert_eq!(
+            r["count"], 40,
+            "{name}: delete(ref_doc_id) removes that document's 8 nodes"
+        );
+        assert!(
+            r["after_delete"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p[0].as_u64().unwrap() % 6 != 1),
+            "{name}"
+        );
+    }
+    assert_eq!(routed["li_hybrid"]["sparse"].as_array().unwrap().len(), 5);
+}
