@@ -89,3 +89,33 @@ fn llamaindex_reads_the_same_from_a_cluster_as_from_one_shard() {
     }
     assert_eq!(routed["li_hybrid"]["sparse"].as_array().unwrap().len(), 5);
 }
+
+#[test]
+fn haystack_reads_the_same_from_a_cluster_as_from_one_shard() {
+    let cluster = Cluster::start(3, &["eu", "eu"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let single = shardd(dir.path(), &[]);
+    let routed: Value =
+        serde_json::from_str(&run_python("haystack_scenario.py", &[&cluster.url()])).unwrap();
+    let alone: Value =
+        serde_json::from_str(&run_python("haystack_scenario.py", &[&single.url()])).unwrap();
+    assert_eq!(routed, alone);
+    for name in ["hs_dense", "hs_sparse"] {
+        let r = &routed[name];
+        assert_eq!(r["count"], 48, "{name}");
+        assert_eq!(
+            r["filter_documents"],
+            serde_json::json!([13, 17, 21, 37, 41, 45]),
+            "{name}: filter_documents pages through scroll"
+        );
+        assert_eq!(r["dense"].as_array().unwrap().len(), 5, "{name}");
+        assert_eq!(r["count_after_delete"], 42, "{name}");
+        assert_eq!(
+            r["all_after_delete"].as_array().unwrap().len(),
+            42,
+            "{name}"
+        );
+    }
+    assert_eq!(routed["hs_sparse"]["sparse"].as_array().unwrap().len(), 5);
+    assert_eq!(routed["hs_sparse"]["hybrid"].as_array().unwrap().len(), 5);
+}
