@@ -117,7 +117,7 @@ fn a_sharded_cluster_answers_like_one_shard() {
     ] {
         let (a, b) = both(
             "POST",
-            "/collections/docs/points/count",
+            "/collections/docs/points/count?consistency=majority&timeout=5",
             json!({"filter": filter}),
         );
         assert_eq!(a, b);
