@@ -31,7 +31,7 @@ use shardd::params::Modifier;
 use shardd::params::{CollectionConfig, CreateCollection, Distance};
 use shardd::payload::WithPayload;
 use shardd::point::PointId;
-use shardd::search::QueryVector;
+use shardd::search::{QueryVector, SearchRequest};
 use shardd::shard::{candidates_for, fused_top};
 use shardd::sparse::IdfStats;
 use shardd::wire::{
@@ -942,6 +942,35 @@ impl Ctx<'_> {
         Ok((envelope_result(&answer)?, Vec::new()))
     }
 
+    /// Sends a ranked search (`/points/{endpoint}`) to every shard with `limit` widened to
+    /// `widened` and `offset` 0, plus collection-wide idf when `search` needs it, and returns
+    /// each shard's ranked points.
+    async fn scatter_ranked(
+        &self,
+        c: &str,
+        endpoint: &str,
+        mut body: Value,
+        widened: usize,
+        search: Option<&SearchRequest>,
+    ) -> Result<(Vec<Vec<ScoredPoint>>, Vec<String>), Error> {
+        body["limit"] = json!(widened);
+        body["offset"] = json!(0);
+        if let Some(s) = search {
+            if let Some(stats) = self.global_idf(c, &s.using, &s.vector).await? {
+                body["vecgate_idf"] = json!(stats);
+            }
+        }
+        let path = format!("/collections/{}/points/{endpoint}", encode_segment(c));
+        let (results, missing) = self
+            .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
+            .await?;
+        let lists = results
+            .into_iter()
+            .map(|r| from_value(if r.is_array() { r } else { r["points"].clone() }))
+            .collect::<Result<_, _>>()?;
+        Ok((lists, missing))
+    }
+
     /// For a sparse query on an idf-weighted vector, the document frequencies of the whole
     /// collection (every shard's, summed), so each shard weights terms as one shard holding
     /// every point would. `None` for anything else.
@@ -996,22 +1025,13 @@ impl Ctx<'_> {
                 return Ok((serde_json::to_value(points).unwrap_or(Value::Null), missing));
             }
         };
-        let mut body = raw;
-        body["limit"] = json!(limit + offset);
-        body["offset"] = json!(0);
-        if let QueryPlan::Search(s) = &plan {
-            if let Some(stats) = self.global_idf(c, &s.using, &s.vector).await? {
-                body["vecgate_idf"] = json!(stats);
-            }
-        }
-        let path = format!("/collections/{}/points/query", encode_segment(c));
-        let (results, missing) = self
-            .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
+        let search = match &plan {
+            QueryPlan::Search(s) => Some(s),
+            _ => None,
+        };
+        let (lists, missing) = self
+            .scatter_ranked(c, "query", raw, limit + offset, search)
             .await?;
-        let lists: Vec<Vec<ScoredPoint>> = results
-            .into_iter()
-            .map(|r| from_value(r["points"].clone()))
-            .collect::<Result<_, _>>()?;
         let merged = match plan {
             QueryPlan::List { .. } => {
                 let mut all: Vec<ScoredPoint> = lists.into_iter().flatten().collect();
@@ -1145,23 +1165,19 @@ impl Ctx<'_> {
     }
 
     async fn search(&self, c: &str, raw: Result<Value, Error>) -> Outcome {
-        let mut body = raw?;
+        let body = raw?;
         let req: LegacySearchRequest = parse_value(body.clone())?;
         let search = req.into_search()?;
         let distance = self.schema(c).await?.distance(&search.using);
-        body["limit"] = json!(search.limit + search.offset);
-        body["offset"] = json!(0);
-        if let Some(stats) = self.global_idf(c, &search.using, &search.vector).await? {
-            body["vecgate_idf"] = json!(stats);
-        }
-        let path = format!("/collections/{}/points/search", encode_segment(c));
-        let (results, missing) = self
-            .scatter(c, &Method::POST, &path, self.same_body(&to_body(&body)))
+        let (lists, missing) = self
+            .scatter_ranked(
+                c,
+                "search",
+                body,
+                search.limit + search.offset,
+                Some(&search),
+            )
             .await?;
-        let lists: Vec<Vec<ScoredPoint>> = results
-            .into_iter()
-            .map(from_value)
-            .collect::<Result<_, _>>()?;
         Ok((
             serde_json::to_value(merge_top_k(&lists, distance, search.offset, search.limit))
                 .unwrap_or(Value::Null),

@@ -5,7 +5,6 @@ read back as one JSON document.
 
 Usage: python haystack_scenario.py URL
 """
-import hashlib
 import json
 import sys
 import uuid
@@ -19,35 +18,16 @@ from haystack_integrations.components.retrievers.qdrant import (
 )
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
+from fake_corpus import METADATAS, QUERY as query, TEXTS as texts, dense, sparse
+
 URL = sys.argv[1]
 
 
-def word_hash(word: str) -> int:
-    return int(hashlib.sha256(word.encode()).hexdigest(), 16)
+def sparse_embedding(text: str) -> SparseEmbedding:
+    indices, values = sparse(text)
+    return SparseEmbedding(indices=indices, values=values)
 
 
-def dense(text: str) -> list[float]:
-    v = [0.0] * 16
-    for w in text.lower().split():
-        h = word_hash(w)
-        v[h % 16] += 1.0
-        v[(h >> 8) % 16] += 0.5
-    return v
-
-
-def sparse(text: str) -> SparseEmbedding:
-    counts: dict[int, float] = {}
-    for w in text.lower().split():
-        i = word_hash(w) % 1000
-        counts[i] = counts.get(i, 0.0) + 1.0
-    ordered = sorted(counts)
-    return SparseEmbedding(indices=ordered, values=[counts[i] for i in ordered])
-
-
-TOPICS = ["physics", "biology", "history", "music"]
-WORDS = ["quantum", "cells", "empire", "melody", "energy", "genes", "battle", "rhythm", "field", "protein"]
-texts = [f"{TOPICS[i % 4]} note {i} about {WORDS[i % 10]} and {WORDS[(i * 3) % 10]}" for i in range(48)]
-query = "physics note about quantum energy"
 biology_recent = {
     "operator": "AND",
     "conditions": [
@@ -73,9 +53,9 @@ for use_sparse in [False, True]:
         Document(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, t)),
             content=t,
-            meta={"topic": TOPICS[i % 4], "year": 2000 + i % 25, "i": i},
+            meta=METADATAS[i],
             embedding=dense(t),
-            sparse_embedding=sparse(t) if use_sparse else None,
+            sparse_embedding=sparse_embedding(t) if use_sparse else None,
         )
         for i, t in enumerate(texts)
     ]
@@ -85,8 +65,8 @@ for use_sparse in [False, True]:
     result["dense"] = hits(QdrantEmbeddingRetriever(document_store=store, top_k=5).run(query_embedding=dense(query)))
     result["dense_filtered"] = hits(QdrantEmbeddingRetriever(document_store=store, top_k=5).run(query_embedding=dense(query), filters=biology_recent))
     if use_sparse:
-        result["sparse"] = hits(QdrantSparseEmbeddingRetriever(document_store=store, top_k=5).run(query_sparse_embedding=sparse(query)))
-        result["hybrid"] = hits(QdrantHybridRetriever(document_store=store, top_k=5).run(query_embedding=dense(query), query_sparse_embedding=sparse(query)))
+        result["sparse"] = hits(QdrantSparseEmbeddingRetriever(document_store=store, top_k=5).run(query_sparse_embedding=sparse_embedding(query)))
+        result["hybrid"] = hits(QdrantHybridRetriever(document_store=store, top_k=5).run(query_embedding=dense(query), query_sparse_embedding=sparse_embedding(query)))
     store.delete_documents([d.id for d in docs[:6]])
     result["count_after_delete"] = store.count_documents()
     result["all_after_delete"] = sorted(d.meta["i"] for d in store.filter_documents())

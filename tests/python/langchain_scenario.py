@@ -4,7 +4,6 @@ and prints what it read back as one JSON document, so a test can compare servers
 
 Usage: python langchain_scenario.py URL
 """
-import hashlib
 import json
 import sys
 import uuid
@@ -14,56 +13,34 @@ from langchain_core.embeddings import Embeddings
 from langchain_qdrant import QdrantVectorStore, RetrievalMode, SparseEmbeddings, SparseVector
 from qdrant_client import models
 
+from fake_corpus import METADATAS as metadatas, QUERY as query, TEXTS as texts, dense, sparse
+
 warnings.simplefilter("error")
 URL = sys.argv[1]
 
 
-def word_hash(word: str) -> int:
-    return int(hashlib.sha256(word.encode()).hexdigest(), 16)
-
-
 class HashEmbeddings(Embeddings):
-    """Dense fake embeddings: each word adds to two of 16 dimensions."""
-
-    def _embed(self, text: str) -> list[float]:
-        v = [0.0] * 16
-        for w in text.lower().split():
-            h = word_hash(w)
-            v[h % 16] += 1.0
-            v[(h >> 8) % 16] += 0.5
-        return v
+    """Dense fake embeddings (fake_corpus.dense)."""
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [self._embed(t) for t in texts]
+        return [dense(t) for t in texts]
 
     def embed_query(self, text: str) -> list[float]:
-        return self._embed(text)
+        return dense(text)
 
 
 class HashSparse(SparseEmbeddings):
-    """Sparse fake embeddings: word counts in 1,000 hashed dimensions."""
-
-    def _embed(self, text: str) -> SparseVector:
-        counts: dict[int, float] = {}
-        for w in text.lower().split():
-            i = word_hash(w) % 1000
-            counts[i] = counts.get(i, 0.0) + 1.0
-        ordered = sorted(counts)
-        return SparseVector(indices=ordered, values=[counts[i] for i in ordered])
+    """Sparse fake embeddings (fake_corpus.sparse)."""
 
     def embed_documents(self, texts: list[str]) -> list[SparseVector]:
-        return [self._embed(t) for t in texts]
+        return [self.embed_query(t) for t in texts]
 
     def embed_query(self, text: str) -> SparseVector:
-        return self._embed(text)
+        indices, values = sparse(text)
+        return SparseVector(indices=indices, values=values)
 
 
-TOPICS = ["physics", "biology", "history", "music"]
-WORDS = ["quantum", "cells", "empire", "melody", "energy", "genes", "battle", "rhythm", "field", "protein"]
-texts = [f"{TOPICS[i % 4]} note {i} about {WORDS[i % 10]} and {WORDS[(i * 3) % 10]}" for i in range(48)]
-metadatas = [{"topic": TOPICS[i % 4], "year": 2000 + i % 25, "i": i} for i in range(48)]
 ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, t)) for t in texts]
-query = "physics note about quantum energy"
 biology_recent = models.Filter(must=[
     models.FieldCondition(key="metadata.topic", match=models.MatchValue(value="biology")),
     models.FieldCondition(key="metadata.year", range=models.Range(gte=2010)),

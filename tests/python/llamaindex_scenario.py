@@ -4,7 +4,6 @@ hashed embeddings (nothing is downloaded), and prints what it read back as one J
 
 Usage: python llamaindex_scenario.py URL
 """
-import hashlib
 import json
 import sys
 import uuid
@@ -20,51 +19,29 @@ from llama_index.core.vector_stores.types import (
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
+from fake_corpus import METADATAS, QUERY as query, TEXTS as texts, dense, sparse
+
 URL = sys.argv[1]
 
 
-def word_hash(word: str) -> int:
-    return int(hashlib.sha256(word.encode()).hexdigest(), 16)
+def sparse_batch(batch: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+    """LlamaIndex's sparse function shape over fake_corpus.sparse."""
+    pairs = [sparse(t) for t in batch]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def dense(text: str) -> list[float]:
-    v = [0.0] * 16
-    for w in text.lower().split():
-        h = word_hash(w)
-        v[h % 16] += 1.0
-        v[(h >> 8) % 16] += 0.5
-    return v
-
-
-def sparse(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
-    indices, values = [], []
-    for text in texts:
-        counts: dict[int, float] = {}
-        for w in text.lower().split():
-            i = word_hash(w) % 1000
-            counts[i] = counts.get(i, 0.0) + 1.0
-        ordered = sorted(counts)
-        indices.append(ordered)
-        values.append([counts[i] for i in ordered])
-    return indices, values
-
-
-TOPICS = ["physics", "biology", "history", "music"]
-WORDS = ["quantum", "cells", "empire", "melody", "energy", "genes", "battle", "rhythm", "field", "protein"]
-texts = [f"{TOPICS[i % 4]} note {i} about {WORDS[i % 10]} and {WORDS[(i * 3) % 10]}" for i in range(48)]
-query = "physics note about quantum energy"
 client = QdrantClient(url=URL, timeout=30)
 out = {}
 for hybrid in [False, True]:
     name = f"li_{'hybrid' if hybrid else 'dense'}"
     if client.collection_exists(name):
         client.delete_collection(name)
-    store = QdrantVectorStore(collection_name=name, client=client, enable_hybrid=hybrid, sparse_doc_fn=sparse if hybrid else None, sparse_query_fn=sparse if hybrid else None)
+    store = QdrantVectorStore(collection_name=name, client=client, enable_hybrid=hybrid, sparse_doc_fn=sparse_batch if hybrid else None, sparse_query_fn=sparse_batch if hybrid else None)
     nodes = [
         TextNode(
             id_=str(uuid.uuid5(uuid.NAMESPACE_URL, t)),
             text=t,
-            metadata={"topic": TOPICS[i % 4], "year": 2000 + i % 25, "i": i},
+            metadata=METADATAS[i],
             embedding=dense(t),
             relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=f"doc{i % 6}")},
         )
