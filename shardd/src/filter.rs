@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::payload::{scalars_at, values_at};
+use crate::payload::{any_scalar_at, any_value_at};
 use crate::payload_index::tokens;
 use crate::point::{Payload, PointId};
 
@@ -435,50 +435,56 @@ impl Condition {
     pub fn matches(&self, p: &dyn PointView) -> bool {
         match self {
             Condition::Field { key, checks } => checks.iter().all(|c| c.matches(p.payload(), key)),
-            Condition::IsEmpty(key) => scalars_at(p.payload(), key).is_empty(),
-            Condition::IsNull(key) => values_at(p.payload(), key).iter().any(|v| v.is_null()),
+            Condition::IsEmpty(key) => !any_scalar_at(p.payload(), key, &mut |_| true),
+            Condition::IsNull(key) => any_value_at(p.payload(), key, &mut Value::is_null),
             Condition::HasId(ids) => ids.contains(&p.id()),
             Condition::HasVector(name) => p.has_vector(name),
-            Condition::Nested { key, filter } => values_at(p.payload(), key)
-                .into_iter()
-                .flat_map(|v| match v {
-                    Value::Array(items) => items.iter().collect::<Vec<_>>(),
-                    other => vec![other],
+            Condition::Nested { key, filter } => {
+                let mut element = |v: &Value| {
+                    v.as_object()
+                        .is_some_and(|payload| filter.matches(&Element { parent: p, payload }))
+                };
+                any_value_at(p.payload(), key, &mut |v| match v {
+                    Value::Array(items) => items.iter().any(&mut element),
+                    other => element(other),
                 })
-                .filter_map(Value::as_object)
-                .any(|payload| filter.matches(&Element { parent: p, payload })),
+            }
             Condition::Filter(f) => f.matches(p),
         }
     }
 }
 
 impl FieldCheck {
+    /// Whether the values at `key` pass, stopping at the first value that decides it.
     fn matches(&self, payload: &Payload, key: &str) -> bool {
-        let values = scalars_at(payload, key);
+        let any = |pred: &mut dyn FnMut(&Value) -> bool| any_scalar_at(payload, key, pred);
         match self {
-            FieldCheck::Value(s) => values.iter().any(|v| s.matches(v)),
-            FieldCheck::Text(t) => values
-                .iter()
-                .any(|v| v.as_str().is_some_and(|s| s.contains(t.as_str()))),
-            FieldCheck::Tokens(t) => values.iter().any(|v| {
+            FieldCheck::Value(s) => any(&mut |v| s.matches(v)),
+            FieldCheck::Text(t) => any(&mut |v| v.as_str().is_some_and(|s| s.contains(t.as_str()))),
+            FieldCheck::Tokens(t) => any(&mut |v| {
                 v.as_str().is_some_and(|s| {
                     let words: std::collections::HashSet<String> = tokens(s).collect();
                     tokens(t).all(|w| words.contains(&w))
                 })
             }),
-            FieldCheck::Any(list) => values.iter().any(|v| list.iter().any(|s| s.matches(v))),
-            FieldCheck::Except(list) => values.iter().any(|v| !list.iter().any(|s| s.matches(v))),
-            FieldCheck::Range(b) => values
-                .iter()
-                .any(|v| v.as_f64().is_some_and(|x| b.contains(x))),
-            FieldCheck::DatetimeRange(b) => values.iter().any(|v| {
+            FieldCheck::Any(list) => any(&mut |v| list.iter().any(|s| s.matches(v))),
+            FieldCheck::Except(list) => any(&mut |v| !list.iter().any(|s| s.matches(v))),
+            FieldCheck::Range(b) => any(&mut |v| v.as_f64().is_some_and(|x| b.contains(x))),
+            FieldCheck::DatetimeRange(b) => any(&mut |v| {
                 v.as_str()
                     .and_then(parse_datetime)
                     .is_some_and(|x| b.contains(x))
             }),
-            FieldCheck::ValuesCount(b) => b.contains(values.len() as f64),
-            FieldCheck::Empty(want) => values.is_empty() == *want,
-            FieldCheck::Null(want) => values_at(payload, key).iter().any(|v| v.is_null()) == *want,
+            FieldCheck::ValuesCount(b) => {
+                let mut n = 0usize;
+                any(&mut |_| {
+                    n += 1;
+                    false
+                });
+                b.contains(n as f64)
+            }
+            FieldCheck::Empty(want) => any(&mut |_| true) != *want,
+            FieldCheck::Null(want) => any_value_at(payload, key, &mut Value::is_null) == *want,
         }
     }
 }

@@ -6,14 +6,49 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::point::Payload;
 
-/// Collects every value found at a dotted key path (`a.b`, `a[].b`, `a[0]`).
+/// Calls `f` on each value at a dotted key path (`a.b`, `a[].b`, `a[0]`) until it returns
+/// `true`, and returns whether it did. Allocates nothing, so filters can run it per point.
 ///
 /// Arrays met on the way are descended into element by element, so `tags.name` reaches the
-/// `name` of every object in `tags`; the values at the end are returned as stored (arrays intact).
+/// `name` of every object in `tags`; the values at the end are passed as stored (arrays intact).
+pub fn any_value_at<'a>(
+    payload: &'a Payload,
+    path: &str,
+    f: &mut dyn FnMut(&'a Value) -> bool,
+) -> bool {
+    visit_object(payload, path, f)
+}
+
+/// Like [`any_value_at`] over scalars: arrays at the end are flattened one level, nulls skipped.
+pub fn any_scalar_at<'a>(
+    payload: &'a Payload,
+    path: &str,
+    f: &mut dyn FnMut(&'a Value) -> bool,
+) -> bool {
+    any_value_at(payload, path, &mut |v| match v {
+        Value::Array(items) => items.iter().filter(|x| !x.is_null()).any(&mut *f),
+        Value::Null => false,
+        other => f(other),
+    })
+}
+
+/// Every value at a dotted key path (see [`any_value_at`]).
 pub fn values_at<'a>(payload: &'a Payload, path: &str) -> Vec<&'a Value> {
-    let segments: Vec<&str> = path.split('.').collect();
     let mut out = Vec::new();
-    walk_object(payload, &segments, &mut out);
+    any_value_at(payload, path, &mut |v| {
+        out.push(v);
+        false
+    });
+    out
+}
+
+/// Every scalar value at a path (see [`any_scalar_at`]).
+pub fn scalars_at<'a>(payload: &'a Payload, path: &str) -> Vec<&'a Value> {
+    let mut out = Vec::new();
+    any_scalar_at(payload, path, &mut |v| {
+        out.push(v);
+        false
+    });
     out
 }
 
@@ -25,47 +60,34 @@ fn split_index(segment: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn walk_object<'a>(m: &'a Payload, segments: &[&str], out: &mut Vec<&'a Value>) {
-    let Some((segment, rest)) = segments.split_first() else {
-        return;
+fn visit_object<'a>(m: &'a Payload, path: &str, f: &mut dyn FnMut(&'a Value) -> bool) -> bool {
+    let (segment, rest) = match path.split_once('.') {
+        Some((segment, rest)) => (segment, Some(rest)),
+        None => (path, None),
     };
     let (key, index) = split_index(segment);
-    let Some(child) = m.get(key) else { return };
+    let Some(child) = m.get(key) else {
+        return false;
+    };
     match (index, child) {
-        (None, v) => walk(v, rest, out),
-        (Some(""), Value::Array(items)) => items.iter().for_each(|item| walk(item, rest, out)),
-        (Some(i), Value::Array(items)) => {
-            if let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                walk(item, rest, out);
-            }
-        }
-        (Some(_), _) => {}
+        (None, v) => visit(v, rest, f),
+        (Some(""), Value::Array(items)) => items.iter().any(|item| visit(item, rest, f)),
+        (Some(i), Value::Array(items)) => i
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| items.get(i))
+            .is_some_and(|item| visit(item, rest, f)),
+        (Some(_), _) => false,
     }
 }
 
-fn walk<'a>(v: &'a Value, rest: &[&str], out: &mut Vec<&'a Value>) {
-    if rest.is_empty() {
-        out.push(v);
-        return;
+fn visit<'a>(v: &'a Value, rest: Option<&str>, f: &mut dyn FnMut(&'a Value) -> bool) -> bool {
+    match (rest, v) {
+        (None, v) => f(v),
+        (Some(rest), Value::Object(m)) => visit_object(m, rest, f),
+        (Some(_), Value::Array(items)) => items.iter().any(|item| visit(item, rest, f)),
+        _ => false,
     }
-    match v {
-        Value::Object(m) => walk_object(m, rest, out),
-        Value::Array(items) => items.iter().for_each(|item| walk(item, rest, out)),
-        _ => {}
-    }
-}
-
-/// The scalar values at a path: arrays are flattened one level and nulls dropped.
-pub fn scalars_at<'a>(payload: &'a Payload, path: &str) -> Vec<&'a Value> {
-    let mut out = Vec::new();
-    for v in values_at(payload, path) {
-        match v {
-            Value::Array(items) => out.extend(items.iter().filter(|x| !x.is_null())),
-            Value::Null => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Which payload fields a response carries (`with_payload`).

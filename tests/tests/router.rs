@@ -1130,3 +1130,61 @@ fn idf_weighted_sparse_search_through_shards_equals_one_shard() {
         assert_eq!(routed, alone, "{path} {q}");
     }
 }
+
+#[test]
+fn scroll_pages_of_ten_thousand_cover_every_point_once() {
+    let cluster = Cluster::start(3, &["eu"], "");
+    let url = cluster.url();
+    ok(
+        "PUT",
+        &format!("{url}/collections/big"),
+        Some(&json!({"vectors": {"size": 2, "distance": "Dot"}})),
+    );
+    for start in (0..25_000u64).step_by(5_000) {
+        let points: Vec<Value> = (start..start + 5_000)
+            .map(|i| json!({"id": i, "vector": [1.0, i as f32], "payload": {"even": i % 2 == 0}}))
+            .collect();
+        ok(
+            "PUT",
+            &format!("{url}/collections/big/points?wait=true"),
+            Some(&json!({"points": points})),
+        );
+    }
+    for (filter, expected) in [
+        (json!(null), 25_000u64),
+        (
+            json!({"must": [{"key": "even", "match": {"value": true}}]}),
+            12_500,
+        ),
+    ] {
+        let (mut seen, mut offset, mut pages) = (Vec::new(), Value::Null, 0);
+        loop {
+            let page = ok(
+                "POST",
+                &format!("{url}/collections/big/points/scroll"),
+                Some(
+                    &json!({"limit": 10_000, "offset": offset, "filter": filter, "with_payload": false}),
+                ),
+            );
+            seen.extend(
+                page["points"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_u64().unwrap()),
+            );
+            pages += 1;
+            offset = page["next_page_offset"].clone();
+            if offset.is_null() {
+                break;
+            }
+        }
+        assert_eq!(pages, expected.div_ceil(10_000));
+        let step = 25_000 / expected;
+        assert_eq!(
+            seen,
+            (0..25_000).step_by(step as usize).collect::<Vec<u64>>(),
+            "every point once, in id order"
+        );
+    }
+}
