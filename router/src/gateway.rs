@@ -123,6 +123,7 @@ fn envelope_result(answer: &Answer) -> Result<Value, Error> {
         404 => Error::NotFound(strip(&msg, "Not found: ")),
         409 => Error::Conflict(strip(&msg, "Conflict: ")),
         413 => Error::TooLarge(strip(&msg, "Payload too large: ")),
+        504 => Error::Timeout(strip(&msg, "Timeout: ")),
         _ => Error::Unavailable(msg),
     })
 }
@@ -439,7 +440,7 @@ impl Ctx<'_> {
         method: &Method,
         path: &str,
         body: Bytes,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Error> {
         match &shard.kind {
             ShardKind::Builtin(s) => call_builtin(
                 s.clone(),
@@ -449,10 +450,14 @@ impl Ctx<'_> {
                 self.deadline,
             )
             .await
-            .map_err(|e| format!("shard {}: {e}", shard.name)),
+            .map_err(|e| match e {
+                CallError::Timeout => Error::Timeout(format!("shard {}: timed out", shard.name)),
+                e => Error::Unavailable(format!("shard {}: {e}", shard.name)),
+            }),
             ShardKind::Remote(replicas) => {
                 let mut tried = Vec::new();
                 let mut last = String::from("no replica is available");
+                let mut timed_out = false;
                 while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
                     tried.push(i);
                     let r = &replicas[i];
@@ -473,6 +478,7 @@ impl Ctx<'_> {
                         .call(&r.state.url, method, path, body.clone(), attempt_deadline)
                         .await;
                     self.gw.observe(&shard.name, r, &result);
+                    timed_out = matches!(result, Err(CallError::Timeout));
                     match result {
                         Ok(a) if a.status < 500 => return Ok(a),
                         Ok(a) => last = format!("{} answered {}", r.state.url, a.status),
@@ -480,7 +486,12 @@ impl Ctx<'_> {
                         Err(e) => last = format!("{}: {e}", r.state.url),
                     }
                 }
-                Err(format!("shard {}: {last}", shard.name))
+                let message = format!("shard {}: {last}", shard.name);
+                Err(if timed_out {
+                    Error::Timeout(message)
+                } else {
+                    Error::Unavailable(message)
+                })
             }
         }
     }
@@ -514,7 +525,17 @@ impl Ctx<'_> {
             }
         }
         if !missing.is_empty() && (!self.topo.config.routing.allow_partial || results.is_empty()) {
-            return Err(Error::Unavailable(failures.join("; ")));
+            let message = failures
+                .iter()
+                .map(Error::detail)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let all_timed_out = failures.iter().all(|e| matches!(e, Error::Timeout(_)));
+            return Err(if all_timed_out {
+                Error::Timeout(message)
+            } else {
+                Error::Unavailable(message)
+            });
         }
         Ok((results, missing))
     }
@@ -728,8 +749,7 @@ impl Ctx<'_> {
                 &path,
                 Bytes::new(),
             )
-            .await
-            .map_err(Error::Unavailable)?;
+            .await?;
         let info = envelope_result(&answer)?;
         let params = &info["config"]["params"];
         let req: CreateCollection = from_value(json!({
@@ -917,8 +937,7 @@ impl Ctx<'_> {
         });
         let mut found: HashMap<PointId, Value> = HashMap::new();
         for answer in join_all(calls).await {
-            let records: Vec<Record> =
-                from_value(envelope_result(&answer.map_err(Error::Unavailable)?)?)?;
+            let records: Vec<Record> = from_value(envelope_result(&answer?)?)?;
             for r in records {
                 found.insert(r.id, serde_json::to_value(&r).unwrap_or(Value::Null));
             }
@@ -937,8 +956,7 @@ impl Ctx<'_> {
         );
         let answer = self
             .read_one(shard, self.policy(c), &Method::GET, &path, Bytes::new())
-            .await
-            .map_err(Error::Unavailable)?;
+            .await?;
         Ok((envelope_result(&answer)?, Vec::new()))
     }
 

@@ -21,6 +21,9 @@ pub enum Error {
     /// Reading or writing the data directory failed.
     #[error("Storage error: {0}")]
     Storage(String),
+    /// An upstream (a shard, for the router) did not answer before the deadline.
+    #[error("Timeout: {0}")]
+    Timeout(String),
 }
 
 impl Error {
@@ -38,6 +41,20 @@ impl Error {
             Error::TooLarge(_) => 413,
             Error::Unavailable(_) => 503,
             Error::Storage(_) => 500,
+            Error::Timeout(_) => 504,
+        }
+    }
+
+    /// The message without the kind's prefix.
+    pub fn detail(&self) -> &str {
+        match self {
+            Error::BadRequest(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m)
+            | Error::TooLarge(m)
+            | Error::Unavailable(m)
+            | Error::Storage(m)
+            | Error::Timeout(m) => m,
         }
     }
 }

@@ -1188,3 +1188,42 @@ fn scroll_pages_of_ten_thousand_cover_every_point_once() {
         );
     }
 }
+
+#[test]
+fn a_shard_that_does_not_answer_in_time_gets_a_504_naming_it() {
+    let cluster = Cluster::start(2, &["eu"], "timeout_ms = 600");
+    let url = cluster.url();
+    setup(&url, &random_vectors(40, 17));
+    let stuck = cluster.replicas[1][0].pid().unwrap().to_string();
+    Command::new("kill")
+        .args(["-STOP", &stuck])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let (status, body) = call(
+        "POST",
+        &format!("{url}/collections/docs/points/query"),
+        Some(&json!({"query": vec![0.1; DIM]})),
+    );
+    let waited = started.elapsed();
+    Command::new("kill")
+        .args(["-CONT", &stuck])
+        .status()
+        .unwrap();
+    assert_eq!(status, 504, "{body}");
+    let msg = body["status"]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("shard s1") && msg.contains("timed out"),
+        "{msg}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "the deadline bounds the wait: {waited:?}"
+    );
+    let (status, _) = call(
+        "POST",
+        &format!("{url}/collections/docs/points/query"),
+        Some(&json!({"query": vec![0.1; DIM]})),
+    );
+    assert_eq!(status, 200, "the shard answers again once it runs");
+}
