@@ -6,8 +6,8 @@
 //! succeeds when `write_consistency` of them acknowledge. Reads go to one replica per shard,
 //! chosen by the read policy; a replica that fails or times out is retried on another.
 //!
-//! This module holds the request's context and the route table; [`reads`], [`writes`] and
-//! [`queries`] hold the three kinds of work it routes to.
+//! This module holds the request's context and the route table; `reads`, `writes` and
+//! `queries` hold the three kinds of work it routes to.
 
 mod queries;
 mod reads;
