@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use vecgate::config::{self, Config};
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         server.add_service(background_service(
             "config watch",
             ConfigWatch {
-                gateway,
+                gateway: gateway.clone(),
                 metrics,
                 path,
             },
@@ -126,5 +126,12 @@ fn main() -> anyhow::Result<()> {
     println!("listening on {listen}");
     println!("listening on {admin}");
     std::io::stdout().flush()?;
-    server.run_forever()
+    server.run(RunArgs::default());
+    for shard in gateway.live.builtin_shards() {
+        shard
+            .close()
+            .context("final snapshot of a built-in shard")?;
+    }
+    tracing::info!("clean shutdown");
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! The pingora services: the client API, the admin listener, and the background maintenance
-//! (active health checks, snapshots of built-in shards, the final snapshot at shutdown).
+//! (active health checks, hint replay, periodic snapshots of built-in shards).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,8 +239,8 @@ fn cluster(gateway: &Gateway) -> serde_json::Value {
     json!({"region": topo.config.server.region, "shards": shards})
 }
 
-/// Active health checks every second, and snapshots of built-in shards every minute and at
-/// shutdown.
+/// Active health checks and hint replay every second, and snapshots of built-in shards every
+/// minute (the final snapshot at shutdown is `main`'s, once the listeners have drained).
 pub struct Maintenance {
     /// The router.
     pub gateway: Arc<Gateway>,
@@ -263,7 +263,6 @@ impl BackgroundService for Maintenance {
                 self.snapshot().await;
             }
         }
-        self.snapshot().await;
     }
 }
 

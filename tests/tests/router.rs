@@ -1227,3 +1227,30 @@ fn a_shard_that_does_not_answer_in_time_gets_a_504_naming_it() {
     );
     assert_eq!(status, 200, "the shard answers again once it runs");
 }
+
+#[test]
+fn sigterm_snapshots_builtin_shards_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("embedded.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[[shards]]\nname = \"local\"\nbuiltin = true\n", data.display())).unwrap();
+    let mut router = vecgate(&config);
+    setup(&router.url(), &random_vectors(20, 18));
+    assert!(router.terminate(), "SIGTERM exits 0");
+    let snapshots = std::fs::read_dir(data.join("local/snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        snapshots, 1,
+        "the built-in shard is snapshotted before exit"
+    );
+    let router = vecgate(&config);
+    assert_eq!(
+        ok(
+            "POST",
+            &format!("{}/collections/docs/points/count", router.url()),
+            Some(&json!({}))
+        ),
+        json!({"count": 20})
+    );
+}
