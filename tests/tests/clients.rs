@@ -4,16 +4,21 @@
 use e2e::*;
 use serde_json::Value;
 
-#[test]
-fn qdrant_client_reads_the_same_from_a_cluster_as_from_one_shard() {
+/// Runs a client scenario against a 3x2 cluster and against one shardd, asserts both read back
+/// the same, and returns what the cluster answered.
+fn same_through_cluster_and_one_shard(script: &str) -> Value {
     let cluster = Cluster::start(3, &["eu", "eu"], "");
     let dir = tempfile::tempdir().unwrap();
     let single = shardd(dir.path(), &[]);
-    let routed: Value =
-        serde_json::from_str(&run_python("qdrant_client_scenario.py", &[&cluster.url()])).unwrap();
-    let alone: Value =
-        serde_json::from_str(&run_python("qdrant_client_scenario.py", &[&single.url()])).unwrap();
-    assert_eq!(routed, alone);
+    let routed: Value = serde_json::from_str(&run_python(script, &[&cluster.url()])).unwrap();
+    let alone: Value = serde_json::from_str(&run_python(script, &[&single.url()])).unwrap();
+    assert_eq!(routed, alone, "{script}: the cluster and one shard differ");
+    routed
+}
+
+#[test]
+fn qdrant_client_reads_the_same_from_a_cluster_as_from_one_shard() {
+    let routed = same_through_cluster_and_one_shard("qdrant_client_scenario.py");
     assert_eq!(routed["count"], 70);
     assert_eq!(routed["scroll"].as_array().unwrap().len(), 70);
     assert!(routed["version"].is_string());
@@ -21,14 +26,7 @@ fn qdrant_client_reads_the_same_from_a_cluster_as_from_one_shard() {
 
 #[test]
 fn langchain_reads_the_same_from_a_cluster_as_from_one_shard() {
-    let cluster = Cluster::start(3, &["eu", "eu"], "");
-    let dir = tempfile::tempdir().unwrap();
-    let single = shardd(dir.path(), &[]);
-    let routed: Value =
-        serde_json::from_str(&run_python("langchain_scenario.py", &[&cluster.url()])).unwrap();
-    let alone: Value =
-        serde_json::from_str(&run_python("langchain_scenario.py", &[&single.url()])).unwrap();
-    assert_eq!(routed, alone);
+    let routed = same_through_cluster_and_one_shard("langchain_scenario.py");
     for mode in ["dense", "sparse", "hybrid"] {
         let r = &routed[mode];
         assert_eq!(r["search"].as_array().unwrap().len(), 5, "{mode}: {r}");
@@ -55,14 +53,7 @@ fn langchain_reads_the_same_from_a_cluster_as_from_one_shard() {
 
 #[test]
 fn llamaindex_reads_the_same_from_a_cluster_as_from_one_shard() {
-    let cluster = Cluster::start(3, &["eu", "eu"], "");
-    let dir = tempfile::tempdir().unwrap();
-    let single = shardd(dir.path(), &[]);
-    let routed: Value =
-        serde_json::from_str(&run_python("llamaindex_scenario.py", &[&cluster.url()])).unwrap();
-    let alone: Value =
-        serde_json::from_str(&run_python("llamaindex_scenario.py", &[&single.url()])).unwrap();
-    assert_eq!(routed, alone);
+    let routed = same_through_cluster_and_one_shard("llamaindex_scenario.py");
     for name in ["li_dense", "li_hybrid"] {
         let r = &routed[name];
         assert_eq!(r["search"].as_array().unwrap().len(), 5, "{name}: {r}");
@@ -92,14 +83,7 @@ fn llamaindex_reads_the_same_from_a_cluster_as_from_one_shard() {
 
 #[test]
 fn haystack_reads_the_same_from_a_cluster_as_from_one_shard() {
-    let cluster = Cluster::start(3, &["eu", "eu"], "");
-    let dir = tempfile::tempdir().unwrap();
-    let single = shardd(dir.path(), &[]);
-    let routed: Value =
-        serde_json::from_str(&run_python("haystack_scenario.py", &[&cluster.url()])).unwrap();
-    let alone: Value =
-        serde_json::from_str(&run_python("haystack_scenario.py", &[&single.url()])).unwrap();
-    assert_eq!(routed, alone);
+    let routed = same_through_cluster_and_one_shard("haystack_scenario.py");
     for name in ["hs_dense", "hs_sparse"] {
         let r = &routed[name];
         assert_eq!(r["count"], 48, "{name}");
