@@ -13,6 +13,7 @@ pub mod filter;
 pub mod fusion;
 pub mod groups;
 pub mod hnsw;
+pub mod lock;
 pub mod logs;
 pub mod metrics;
 pub mod mmr;

@@ -3,11 +3,13 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use shardd::lock::DirLock;
 use shardd::metrics::Metrics;
 use shardd::server::{serve, AppState};
 use shardd::shard::{Shard, ShardOptions};
@@ -39,33 +41,42 @@ struct Args {
     max_body_mb: usize,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     shardd::logs::init();
-    tokio::runtime::Builder::new_multi_thread()
+    let ran = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(args))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let lock = DirLock::acquire(&args.data_dir)?;
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::new(&registry, "shardd")?);
     let state = Arc::new(AppState::new(registry, args.max_body_mb << 20)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
+    tracing::info!(listen = %addr, data_dir = %args.data_dir.display(), "shardd starting");
 
     let options = ShardOptions {
         fsync: args.wal_fsync,
         wal_segment_bytes: args.wal_segment_mb << 20,
     };
-    let dir = args.data_dir.clone();
     let started = Instant::now();
-    let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, options, metrics))
+    let shard = tokio::task::spawn_blocking(move || Shard::open_locked(lock, options, metrics))
         .await?
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let shard = Arc::new(shard);

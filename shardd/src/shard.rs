@@ -16,6 +16,7 @@ use crate::collection::{Collection, PointWrite};
 use crate::error::{Error, Result};
 use crate::filter::{Condition, Filter};
 use crate::fusion::fuse;
+use crate::lock::DirLock;
 use crate::metrics::Metrics;
 use crate::mmr;
 use crate::ops::Op;
@@ -80,6 +81,7 @@ pub enum Update {
 
 /// The collections of one data directory.
 pub struct Shard {
+    _lock: DirLock,
     snapshot_dir: PathBuf,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
     wal: Wal,
@@ -154,8 +156,19 @@ fn replay(
 }
 
 impl Shard {
-    /// Opens (or creates) the shard in `dir`: loads snapshots and replays the WAL over them.
+    /// Opens (or creates) the shard in `dir`: locks the directory, loads snapshots and replays
+    /// the WAL over them. Fails at once if another process holds the directory.
     pub fn open(dir: &Path, options: ShardOptions, metrics: Arc<Metrics>) -> Result<Self> {
+        Self::open_locked(DirLock::acquire(dir)?, options, metrics)
+    }
+
+    /// Opens the shard in a directory this process has already locked.
+    pub fn open_locked(
+        lock: DirLock,
+        options: ShardOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let dir = lock.dir().to_path_buf();
         let snapshot_dir = dir.join("snapshots");
         fs::create_dir_all(&snapshot_dir)?;
         let mut collections = HashMap::new();
@@ -192,6 +205,7 @@ impl Shard {
                 .set(c.read().len() as i64);
         }
         Ok(Shard {
+            _lock: lock,
             snapshot_dir,
             collections: RwLock::new(collections),
             wal,
