@@ -1,23 +1,25 @@
-//! The `vecgate` binary: parses flags, loads the config (or the embedded default), and runs the
-//! API and admin listeners on pingora.
+//! The `vecgate` binary: parses flags, loads the config (or the embedded default), opens the
+//! built-in shards, binds both listeners, serves until SIGTERM or SIGINT, then drains.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
-use pingora::services::background::background_service;
-use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
 use vecgate::config::{self, Config};
 use vecgate::gateway::Gateway;
+use vecgate::listener::{bind, serve, Counted, InFlight};
 use vecgate::metrics::RouterMetrics;
-use vecgate::server::{AdminApp, ApiApp, Maintenance};
-use vecgate::topology::Live;
-use vecgate::watch::ConfigWatch;
+use vecgate::server::{AdminApp, ApiApp};
+use vecgate::topology::{Live, ShardKind};
+use vecgate::{maintenance, reload};
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Vecgate: a Qdrant-compatible query router and cache in front of shardd shards.
 #[derive(Parser, Debug)]
@@ -32,106 +34,140 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validates a config file; exits non-zero with every problem found.
+    /// Validates a config file; exits 1 listing every problem, one a line (file:line: field: what).
     CheckConfig {
         /// The file to check.
         file: PathBuf,
     },
 }
 
-/// Turns a `:0` port into a free one, so the address can be printed before pingora binds it.
-fn concrete(addr: &str) -> anyhow::Result<SocketAddr> {
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("`{addr}` is not an IP:port address"))?;
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    Ok(TcpListener::bind(addr)
-        .with_context(|| format!("binding {addr}"))?
-        .local_addr()?)
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     shardd::logs::init();
     if let Some(Command::CheckConfig { file }) = cli.command {
         return match config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
-                Ok(())
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("{e}");
-                std::process::exit(1);
+                ExitCode::FAILURE
             }
         };
     }
-    let config = match &cli.config {
-        Some(path) => config::load(path)?.0,
-        None => Config::embedded(),
-    };
-    let listen = concrete(&config.server.listen)?;
-    let admin = concrete(&config.server.admin)?;
+    let ran = match &cli.config {
+        Some(path) => config::load(path).map_err(anyhow::Error::from),
+        None => Ok(Config::embedded()),
+    }
+    .and_then(|config| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(config, cli.config))
+    });
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vecgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
-    let engine_metrics = Arc::new(shardd::metrics::Metrics::new(&registry, "vecgate_builtin")?);
     let metrics = Arc::new(RouterMetrics::new(&registry)?);
-    let live = Live::new(engine_metrics);
-    let topology = live.build(config).map_err(anyhow::Error::msg)?;
-    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone()));
+    let live = Live::new(registry.clone());
+    let (api_addr, admin_addr) = (config.server.listen.clone(), config.server.admin.clone());
+    let (live, topology) = tokio::task::spawn_blocking(move || {
+        let topology = live.build(config);
+        (live, topology)
+    })
+    .await?;
+    let topology = topology.map_err(anyhow::Error::msg)?;
+    let api_listener = bind(&api_addr, "server.listen")?;
+    let admin_listener = bind(&admin_addr, "server.admin")?;
+    let (api_at, admin_at) = (api_listener.local_addr()?, admin_listener.local_addr()?);
 
-    let conf = ServerConf {
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
-        ..ServerConf::default()
+    let builtin = topology
+        .shards
+        .iter()
+        .filter(|s| matches!(s.kind, ShardKind::Builtin(_)))
+        .count();
+    let mode = if builtin == topology.shards.len() {
+        "embedded"
+    } else {
+        "cluster"
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut api = Service::new(
-        "vecgate api".into(),
-        ApiApp {
+    let shards: Vec<&str> = topology.shards.iter().map(|s| s.name.as_str()).collect();
+    tracing::info!(
+        mode,
+        shards = %shards.join(","),
+        builtin,
+        data_dir = %topology.config.server.data_dir.display(),
+        api = %api_at,
+        admin = %admin_at,
+        config = %config_path.as_deref().map_or("(embedded default)".into(), |p| p.display().to_string()),
+        "vecgate running"
+    );
+    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone()));
+    let in_flight = Arc::new(InFlight::default());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+
+    let api = Arc::new(Counted {
+        app: ApiApp {
             gateway: gateway.clone(),
             metrics: metrics.clone(),
         },
-    );
-    api.add_tcp(&listen.to_string());
-    let admin_app = AdminApp {
-        gateway: gateway.clone(),
-        registry,
-        metrics: metrics.clone(),
-        config_path: cli.config.clone(),
-    };
-    let mut admin_svc = Service::new("vecgate admin".into(), admin_app);
-    admin_svc.add_tcp(&admin.to_string());
-    server.add_service(api);
-    server.add_service(admin_svc);
-    server.add_service(background_service(
-        "maintenance",
-        Maintenance {
+        in_flight: in_flight.clone(),
+    });
+    let admin = Arc::new(Counted {
+        app: AdminApp {
             gateway: gateway.clone(),
+            registry,
+            metrics: metrics.clone(),
+            config_path: config_path.clone(),
         },
-    ));
-    if let Some(path) = cli.config {
-        server.add_service(background_service(
-            "config watch",
-            ConfigWatch {
-                gateway: gateway.clone(),
-                metrics,
-                path,
-            },
+        in_flight: in_flight.clone(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(serve(api_listener, api, shutdown.clone()));
+    tasks.spawn(serve(admin_listener, admin, shutdown.clone()));
+    tokio::spawn(maintenance::run(gateway.clone(), shutdown.clone()));
+    if let Some(path) = config_path {
+        tokio::spawn(reload::watch(
+            gateway.clone(),
+            metrics,
+            path,
+            shutdown.clone(),
         ));
     }
-    println!("listening on {listen}");
-    println!("listening on {admin}");
+    println!("listening on {api_at}");
+    println!("listening on {admin_at}");
     std::io::stdout().flush()?;
-    server.run(RunArgs::default());
-    for shard in gateway.live.builtin_shards() {
-        shard
-            .close()
-            .context("final snapshot of a built-in shard")?;
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+        Some(ended) = tasks.join_next() => {
+            ended.context("listener task")?.context("listener")?;
+        }
     }
+    let _ = stop.send(true);
+    if !in_flight.drained(DRAIN).await {
+        tracing::warn!("requests still in flight after {DRAIN:?}; closing anyway");
+    }
+    let shards = gateway.live.builtin_shards();
+    tokio::task::spawn_blocking(move || {
+        shards
+            .iter()
+            .try_for_each(|s| s.close())
+            .context("final snapshot of a built-in shard")
+    })
+    .await??;
     tracing::info!("clean shutdown");
     Ok(())
 }

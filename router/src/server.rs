@@ -1,25 +1,32 @@
-//! The pingora services: the client API, the admin listener, and the background maintenance
-//! (active health checks, hint replay, periodic snapshots of built-in shards).
+//! The two HTTP apps: the client API (Qdrant-compatible, through the gateway) and the admin
+//! listener (`/metrics`, `/admin/*`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 use shardd::api::error_body;
 
-use crate::config;
 use crate::gateway::{Call, Gateway};
 use crate::metrics::RouterMetrics;
+use crate::reload::reload;
 use crate::topology::ShardKind;
+
+/// The admin listener's paths and the method each takes.
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("/metrics", "GET"),
+    ("/healthz", "GET"),
+    ("/admin/config", "GET"),
+    ("/admin/cluster", "GET"),
+    ("/admin/reload", "POST"),
+];
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
@@ -114,47 +121,15 @@ impl ServeHttp for ApiApp {
             .latency
             .with_label_values(&[reply.route])
             .observe(started.elapsed().as_secs_f64());
-        let extra: Vec<(&str, String)> = if reply.partial.is_empty() {
-            Vec::new()
-        } else {
-            vec![("x-vecgate-partial", reply.partial.join(","))]
-        };
+        let mut extra: Vec<(&str, String)> = Vec::new();
+        if !reply.partial.is_empty() {
+            extra.push(("x-vecgate-partial", reply.partial.join(",")));
+        }
+        if let Some(allow) = reply.allow {
+            extra.push(("allow", allow));
+        }
         respond(reply.status, "application/json", reply.body, &extra)
     }
-}
-
-/// Loads, validates and swaps in a config file; the running config stays on any problem.
-pub async fn reload(
-    gateway: &Arc<Gateway>,
-    metrics: &RouterMetrics,
-    path: &Path,
-) -> Result<(), String> {
-    let loaded = config::load(path).map_err(|e| e.to_string());
-    let result = match loaded {
-        Ok((config, _)) => {
-            let gw = gateway.clone();
-            match tokio::task::spawn_blocking(move || gw.build(config)).await {
-                Ok(Ok(topology)) => {
-                    gateway.swap(topology);
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
-                Err(e) => Err(format!("reload task failed: {e}")),
-            }
-        }
-        Err(e) => Err(e),
-    };
-    match &result {
-        Ok(()) => {
-            metrics.reloads.with_label_values(&["ok"]).inc();
-            tracing::info!(file = %path.display(), "config reloaded");
-        }
-        Err(e) => {
-            metrics.reloads.with_label_values(&["invalid"]).inc();
-            tracing::error!(error = %e, "config rejected; the running config stays");
-        }
-    }
-    result
 }
 
 /// The admin listener: `/metrics` and `/admin/*`.
@@ -206,7 +181,18 @@ impl ServeHttp for AdminApp {
                     Err(e) => json_error(400, &e),
                 },
             },
-            (_, p) => json_error(404, &format!("no admin route {p}")),
+            (m, p) => match ADMIN_ROUTES.iter().find(|(path, _)| *path == p) {
+                Some((_, allowed)) => respond(
+                    405,
+                    "application/json",
+                    error_body(
+                        &format!("Method not allowed: {p} takes {allowed}, not {m}"),
+                        Instant::now(),
+                    ),
+                    &[("allow", allowed.to_string())],
+                ),
+                None => json_error(404, &format!("Not found: no admin route {p}")),
+            },
         }
     }
 }
@@ -237,43 +223,4 @@ fn cluster(gateway: &Gateway) -> serde_json::Value {
         })
         .collect();
     json!({"region": topo.config.server.region, "shards": shards})
-}
-
-/// Active health checks and hint replay every second, and snapshots of built-in shards every
-/// minute (the final snapshot at shutdown is `main`'s, once the listeners have drained).
-pub struct Maintenance {
-    /// The router.
-    pub gateway: Arc<Gateway>,
-}
-
-#[async_trait]
-impl BackgroundService for Maintenance {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut seconds = 0u64;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            self.gateway.probe_replicas().await;
-            self.gateway.replay_hints().await;
-            seconds += 1;
-            if seconds.is_multiple_of(60) {
-                self.snapshot().await;
-            }
-        }
-    }
-}
-
-impl Maintenance {
-    async fn snapshot(&self) {
-        for shard in self.gateway.live.builtin_shards() {
-            match tokio::task::spawn_blocking(move || shard.close()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "snapshot of a built-in shard failed"),
-                Err(e) => tracing::error!(error = %e, "snapshot task failed"),
-            }
-        }
-    }
 }

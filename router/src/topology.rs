@@ -3,10 +3,12 @@
 //! [`Live`], keyed by replica URL or data directory, and carried into every new snapshot.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use prometheus::Registry;
+use shardd::lock::DirLock;
 use shardd::metrics::Metrics;
 use shardd::shard::{Shard, ShardOptions};
 
@@ -48,17 +50,44 @@ pub struct Topology {
 pub struct Live {
     replicas: Mutex<HashMap<String, Arc<ReplicaState>>>,
     builtins: Mutex<HashMap<PathBuf, Arc<Shard>>>,
-    engine_metrics: Arc<Metrics>,
+    /// Locks on the hint directories in use, so no other process writes them.
+    hint_dirs: Mutex<HashMap<PathBuf, DirLock>>,
+    registry: Registry,
+    /// The built-in shards' engine metrics (`vecgate_builtin_*`), registered with the first one.
+    engine_metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl Live {
-    /// Live state whose built-in shards report into `engine_metrics`.
-    pub fn new(engine_metrics: Arc<Metrics>) -> Self {
+    /// Live state whose built-in shards, once there are any, report into `registry`.
+    pub fn new(registry: Registry) -> Self {
         Live {
             replicas: Mutex::default(),
             builtins: Mutex::default(),
-            engine_metrics,
+            hint_dirs: Mutex::default(),
+            registry,
+            engine_metrics: OnceLock::new(),
         }
+    }
+
+    fn engine_metrics(&self) -> Result<Arc<Metrics>, String> {
+        if let Some(m) = self.engine_metrics.get() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(
+            Metrics::new(&self.registry, "vecgate_builtin")
+                .map_err(|e| format!("registering built-in shard metrics: {e}"))?,
+        );
+        Ok(self.engine_metrics.get_or_init(|| m).clone())
+    }
+
+    /// Locks `dir` for this process's hint logs, once.
+    fn lock_hint_dir(&self, dir: &Path) -> Result<(), String> {
+        let mut held = self.hint_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.contains_key(dir) {
+            let lock = DirLock::acquire(dir).map_err(|e| e.detail().to_string())?;
+            held.insert(dir.to_path_buf(), lock);
+        }
+        Ok(())
     }
 
     /// Every replica state known, by URL.
@@ -86,7 +115,7 @@ impl Live {
     pub fn build(&self, config: Config) -> Result<Topology, String> {
         let mut shards = Vec::with_capacity(config.shards.len());
         for s in &config.shards {
-            let name = s.name.get_ref().clone();
+            let name = s.name.clone();
             let kind = if s.builtin {
                 let dir = config.server.data_dir.join(&name);
                 let mut open = self.builtins.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,20 +123,19 @@ impl Live {
                     Some(shard) => shard.clone(),
                     None => {
                         let shard =
-                            Shard::open(&dir, ShardOptions::default(), self.engine_metrics.clone())
-                                .map_err(|e| {
-                                    format!("shards.{name}: opening {}: {e}", dir.display())
-                                })?;
+                            Shard::open(&dir, ShardOptions::default(), self.engine_metrics()?)
+                                .map_err(|e| format!("shards.{name}: {}", e.detail()))?;
                         open.entry(dir).or_insert(Arc::new(shard)).clone()
                     }
                 };
                 ShardKind::Builtin(shard)
             } else {
                 let hints_dir = config.server.data_dir.join("hints");
+                self.lock_hint_dir(&hints_dir)?;
                 let mut known = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
                 let mut replicas = Vec::with_capacity(s.replicas.len());
                 for r in &s.replicas {
-                    let url = r.url.get_ref().trim_end_matches('/').to_string();
+                    let url = r.url.trim_end_matches('/').to_string();
                     let state = match known.get(&url) {
                         Some(state) => state.clone(),
                         None => {
