@@ -24,8 +24,8 @@ use http::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use shardd::api::{
-    error_body, ok_body, parse_body, parse_value, path_segments, query_param, QDRANT_API_VERSION,
-    VERSION_ROUTE,
+    error_body, ok_body, parse_body, parse_value, query_param, Endpoint, PathParams,
+    QDRANT_API_VERSION,
 };
 use shardd::collection::{Collection, PointWrite};
 use shardd::error::Error;
@@ -56,9 +56,6 @@ use crate::metrics::RouterMetrics;
 use crate::seed::{translate, SeedSearch};
 use crate::topology::{Live, ShardKind, ShardRoute, Topology};
 
-/// The route of the seed-style search API.
-const SEED_ROUTE: &str = "/v1/search";
-
 /// One client request.
 pub struct Call {
     /// HTTP method.
@@ -83,6 +80,8 @@ pub struct Reply {
     pub partial: Vec<String>,
     /// Route template, for metrics.
     pub route: &'static str,
+    /// The methods the path takes, for a 405's `Allow` header.
+    pub allow: Option<String>,
 }
 
 /// What a collection's writes are validated against, and how its scores order.
@@ -284,8 +283,18 @@ impl Gateway {
             .and_then(|t| t.parse::<u64>().ok())
             .map(Duration::from_secs);
         let deadline = Instant::now() + asked.map_or(timeout, |a| a.min(timeout));
-        let segments = path_segments(&call.path);
-        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
+            Ok(found) => found,
+            Err(unrouted) => {
+                return Reply {
+                    status: unrouted.status(),
+                    body: error_body(&unrouted.message(&call.method, &call.path), started),
+                    partial: Vec::new(),
+                    route: "unmatched",
+                    allow: unrouted.allow(),
+                }
+            }
+        };
         let ctx = Ctx {
             gw: self,
             topo: &topo,
@@ -295,11 +304,11 @@ impl Gateway {
                 .clone()
                 .unwrap_or_else(|| topo.config.server.region.clone()),
         };
-        let (route, outcome) = ctx.route(&call, &segs).await;
-        match outcome {
+        let route = endpoint.template();
+        match ctx.route(endpoint, &params, &call.body).await {
             Ok((value, partial)) => {
                 // The version and the seed-style API answer bare JSON; the rest, Qdrant's envelope.
-                let body = if route == SEED_ROUTE || route == VERSION_ROUTE {
+                let body = if matches!(endpoint, Endpoint::SeedSearch | Endpoint::Version) {
                     serde_json::to_vec(&value).unwrap_or_default()
                 } else {
                     ok_body(value, started)
@@ -309,6 +318,7 @@ impl Gateway {
                     body,
                     partial,
                     route,
+                    allow: None,
                 }
             }
             Err(e) => Reply {
@@ -316,6 +326,7 @@ impl Gateway {
                 body: error_body(&e.to_string(), started),
                 partial: Vec::new(),
                 route,
+                allow: None,
             },
         }
     }
@@ -330,92 +341,49 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn route(&self, call: &Call, segs: &[&str]) -> (&'static str, Outcome) {
-        let m = &call.method;
-        let body = &call.body;
+    async fn route(&self, endpoint: Endpoint, params: &PathParams, body: &Bytes) -> Outcome {
+        let c = params.collection.as_str();
         let full = |v: Result<Value, Error>| v.map(|v| (v, Vec::new()));
-        match segs {
-            [] if m == Method::GET => (
-                VERSION_ROUTE,
-                full(Ok(
-                    json!({"title": "vecgate", "version": QDRANT_API_VERSION}),
-                )),
+        match endpoint {
+            Endpoint::Version => full(Ok(
+                json!({"title": "vecgate", "version": QDRANT_API_VERSION}),
+            )),
+            Endpoint::ListCollections => self.list_collections().await,
+            Endpoint::CreateCollection => full(self.create_collection(c, body).await),
+            Endpoint::CollectionInfo => self.collection_info(c).await,
+            Endpoint::DropCollection => full(self.drop_collection(c).await),
+            Endpoint::CollectionExists => self.exists(c).await,
+            Endpoint::CreateIndex => full(self.index_op(c, &Method::PUT, "index", body).await),
+            Endpoint::DropIndex => full(
+                self.index_op(
+                    c,
+                    &Method::DELETE,
+                    &format!("index/{}", encode_segment(&params.field)),
+                    body,
+                )
+                .await,
             ),
-            ["collections"] if m == Method::GET => ("/collections", self.list_collections().await),
-            ["collections", c] if m == Method::PUT => (
-                "/collections/{c}",
-                full(self.create_collection(c, body).await),
-            ),
-            ["collections", c] if m == Method::GET => {
-                ("/collections/{c}", self.collection_info(c).await)
-            }
-            ["collections", c] if m == Method::DELETE => {
-                ("/collections/{c}", full(self.drop_collection(c).await))
-            }
-            ["collections", c, "exists"] if m == Method::GET => {
-                ("/collections/{c}/exists", self.exists(c).await)
-            }
-            ["collections", c, "index"] if m == Method::PUT => (
-                "/collections/{c}/index",
-                full(self.index_op(c, m, "index", body).await),
-            ),
-            ["collections", c, "index", field] if m == Method::DELETE => (
-                "/collections/{c}/index/{field}",
-                full(
-                    self.index_op(c, m, &format!("index/{}", encode_segment(field)), body)
-                        .await,
-                ),
-            ),
-            ["collections", c, "points"] if m == Method::PUT => {
-                ("/collections/{c}/points", full(self.upsert(c, body).await))
-            }
-            ["collections", c, "points"] if m == Method::POST => {
-                ("/collections/{c}/points", self.get_points(c, body).await)
-            }
-            ["collections", c, "points", "delete"] if m == Method::POST => (
-                "/collections/{c}/points/delete",
-                full(self.delete(c, body).await),
-            ),
-            ["collections", c, "points", "payload"] if m == Method::POST || m == Method::PUT => (
-                "/collections/{c}/points/payload",
-                full(self.set_payload(c, m, body).await),
-            ),
-            ["collections", c, "points", "query"] if m == Method::POST => (
-                "/collections/{c}/points/query",
-                self.query(c, parse_body(body))
-                    .await
-                    .map(|(v, p)| (json!({"points": v}), p)),
-            ),
-            ["collections", c, "points", "query", "groups"] if m == Method::POST => (
-                "/collections/{c}/points/query/groups",
-                self.query_groups(c, body).await,
-            ),
-            ["collections", c, "points", "query", "batch"] if m == Method::POST => (
-                "/collections/{c}/points/query/batch",
-                self.query_batch(c, body).await,
-            ),
-            ["collections", c, "points", "search"] if m == Method::POST => (
-                "/collections/{c}/points/search",
-                self.search(c, parse_body(body)).await,
-            ),
-            ["collections", c, "points", "search", "batch"] if m == Method::POST => (
-                "/collections/{c}/points/search/batch",
-                self.search_batch(c, body).await,
-            ),
-            ["collections", c, "points", "scroll"] if m == Method::POST => {
-                ("/collections/{c}/points/scroll", self.scroll(c, body).await)
-            }
-            ["collections", c, "points", "count"] if m == Method::POST => {
-                ("/collections/{c}/points/count", self.count(c, body).await)
-            }
-            ["collections", c, "points", id] if m == Method::GET => {
-                ("/collections/{c}/points/{id}", self.get_point(c, id).await)
-            }
-            ["v1", "search"] if m == Method::POST => (SEED_ROUTE, self.seed_search(body).await),
-            _ => (
-                "unmatched",
-                Err(Error::NotFound(format!("no route for {} {}", m, call.path))),
-            ),
+            Endpoint::Upsert => full(self.upsert(c, body).await),
+            Endpoint::GetPoints => self.get_points(c, body).await,
+            Endpoint::GetPoint => self.get_point(c, &params.id).await,
+            Endpoint::DeletePoints => full(self.delete(c, body).await),
+            Endpoint::SetPayload => full(self.set_payload(c, &Method::POST, body).await),
+            Endpoint::OverwritePayload => full(self.set_payload(c, &Method::PUT, body).await),
+            Endpoint::Query => self
+                .query(c, parse_body(body))
+                .await
+                .map(|(v, p)| (json!({"points": v}), p)),
+            Endpoint::QueryGroups => self.query_groups(c, body).await,
+            Endpoint::QueryBatch => self.query_batch(c, body).await,
+            Endpoint::Search => self.search(c, parse_body(body)).await,
+            Endpoint::SearchBatch => self.search_batch(c, body).await,
+            Endpoint::Scroll => self.scroll(c, body).await,
+            Endpoint::Count => self.count(c, body).await,
+            Endpoint::SparseStats => Err(Error::NotFound(
+                "/sparse/stats is a shard's internal endpoint; the router computes idf itself"
+                    .into(),
+            )),
+            Endpoint::SeedSearch => self.seed_search(body).await,
         }
     }
 

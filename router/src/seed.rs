@@ -1,12 +1,14 @@
 //! The seed-style search API, `POST /v1/search`: its request shape and the translation of its
 //! Mongo-style filter into Qdrant's filter model.
 //!
-//! `{"tags": ["physics"], "year": {"$gte": 2020}, "$or": [...]}` becomes
+//! `{"tags": ["physics"], "year": {"$gte": 2020}, "$or": [...]}` becomes the filter
 //! `{"must": [{"key": "tags", "match": {"any": ["physics"]}}, {"key": "year", "range": {"gte": 2020}}, ...]}`.
+//! Every error names the place in the filter the client wrote (`filter.year.$gte`).
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use shardd::error::{Error, Result};
+use shardd::filter::{parse_datetime, scalar, Bounds, Condition, FieldCheck, Filter, Scalar};
 
 /// `POST /v1/search`.
 #[derive(Debug, Deserialize)]
@@ -26,102 +28,187 @@ pub struct SeedSearch {
     pub filter: Option<Map<String, Value>>,
 }
 
-/// Translates a Mongo-style filter into a Qdrant filter (as JSON, parsed by the engine later).
-pub fn translate(filter: &Map<String, Value>) -> Result<Value> {
-    let mut must = Vec::new();
-    let mut must_not = Vec::new();
+const OPERATORS: &str = "$eq, $ne, $in, $nin, $gt, $gte, $lt, $lte, $exists";
+
+/// Translates a Mongo-style filter into a Qdrant filter.
+pub fn translate(filter: &Map<String, Value>) -> Result<Filter> {
+    translate_at(filter, "filter").map_err(Error::BadRequest)
+}
+
+fn translate_at(filter: &Map<String, Value>, at: &str) -> Result<Filter, String> {
+    let mut out = Filter::default();
     for (key, value) in filter {
+        let at = format!("{at}.{key}");
         match key.as_str() {
             "$and" => {
-                for f in clauses(value, "$and")? {
-                    must.push(translate(f)?);
+                for (i, f) in clauses(value, &at)?.into_iter().enumerate() {
+                    out.must
+                        .push(Condition::Filter(translate_at(f, &format!("{at}[{i}]"))?));
                 }
             }
             "$or" => {
-                let any: Vec<Value> = clauses(value, "$or")?
+                let should = clauses(value, &at)?
                     .into_iter()
-                    .map(translate)
-                    .collect::<Result<_>>()?;
-                must.push(json!({"should": any}));
+                    .enumerate()
+                    .map(|(i, f)| translate_at(f, &format!("{at}[{i}]")).map(Condition::Filter))
+                    .collect::<Result<_, String>>()?;
+                out.must.push(Condition::Filter(Filter {
+                    should,
+                    ..Filter::default()
+                }));
             }
             "$not" => match value {
-                Value::Object(f) => must_not.push(translate(f)?),
-                _ => return Err(Error::bad("filter.$not: expected an object")),
+                Value::Object(f) => out.must_not.push(Condition::Filter(translate_at(f, &at)?)),
+                _ => return Err(format!("{at}: expected an object")),
             },
             op if op.starts_with('$') => {
-                return Err(Error::bad(format!(
-                    "filter: unknown operator `{op}` at the top level"
-                )))
+                return Err(format!(
+                    "{at}: unknown operator; at the top level use $and, $or or $not, and put {OPERATORS} under a field"
+                ))
             }
-            field => field_conditions(field, value, &mut must, &mut must_not)?,
+            field => field_conditions(field, value, &at, &mut out)?,
         }
     }
-    Ok(json!({"must": must, "must_not": must_not}))
+    Ok(out)
 }
 
-fn clauses<'a>(value: &'a Value, op: &str) -> Result<Vec<&'a Map<String, Value>>> {
+fn clauses<'a>(value: &'a Value, at: &str) -> Result<Vec<&'a Map<String, Value>>, String> {
     value
         .as_array()
-        .ok_or_else(|| Error::bad(format!("filter.{op}: expected a list of filters")))?
+        .ok_or_else(|| format!("{at}: expected a list of filters"))?
         .iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
             v.as_object()
-                .ok_or_else(|| Error::bad(format!("filter.{op}: every entry must be an object")))
+                .ok_or_else(|| format!("{at}[{i}]: expected an object"))
         })
         .collect()
 }
 
-fn equals(field: &str, v: &Value) -> Result<Value> {
-    match v {
-        Value::String(_) | Value::Bool(_) => Ok(json!({"key": field, "match": {"value": v}})),
-        Value::Number(n) if n.is_i64() || n.is_u64() => {
-            Ok(json!({"key": field, "match": {"value": v}}))
-        }
-        Value::Number(_) => Ok(json!({"key": field, "range": {"gte": v, "lte": v}})),
-        other => Err(Error::bad(format!("filter.{field}: cannot match {other}"))),
+fn field(key: &str, check: FieldCheck) -> Condition {
+    Condition::Field {
+        key: key.to_string(),
+        checks: vec![check],
     }
 }
 
-fn field_conditions(
-    field: &str,
-    value: &Value,
-    must: &mut Vec<Value>,
-    must_not: &mut Vec<Value>,
-) -> Result<()> {
-    match value {
-        Value::Array(items) => must.push(json!({"key": field, "match": {"any": items}})),
-        Value::Object(ops) => {
-            let mut range = Map::new();
-            for (op, arg) in ops {
-                match op.as_str() {
-                    "$eq" => must.push(equals(field, arg)?),
-                    "$ne" => must_not.push(equals(field, arg)?),
-                    "$in" => must.push(json!({"key": field, "match": {"any": arg}})),
-                    "$nin" => must_not.push(json!({"key": field, "match": {"any": arg}})),
-                    "$gt" | "$gte" | "$lt" | "$lte" => {
-                        range.insert(op[1..].to_string(), arg.clone());
-                    }
-                    "$exists" => match arg.as_bool() {
-                        Some(true) => must_not.push(json!({"is_empty": {"key": field}})),
-                        Some(false) => must.push(json!({"is_empty": {"key": field}})),
-                        None => {
-                            return Err(Error::bad(format!(
-                                "filter.{field}.$exists: expected true or false"
-                            )))
-                        }
-                    },
-                    other => {
-                        return Err(Error::bad(format!(
-                            "filter.{field}: unknown operator `{other}`"
-                        )))
-                    }
-                }
-            }
-            if !range.is_empty() {
-                must.push(json!({"key": field, "range": range}));
+/// Equality: keywords, integers and booleans match exactly; other numbers as a one-point range.
+fn equals(key: &str, v: &Value, at: &str) -> Result<Condition, String> {
+    match v {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            let x = n.as_f64();
+            Ok(field(
+                key,
+                FieldCheck::Range(Bounds {
+                    gte: x,
+                    lte: x,
+                    ..Bounds::default()
+                }),
+            ))
+        }
+        Value::String(_) | Value::Bool(_) | Value::Number(_) => {
+            Ok(field(key, FieldCheck::Value(scalar(v, at)?)))
+        }
+        other => Err(format!(
+            "{at}: cannot match {other}; expected a string, number or boolean"
+        )),
+    }
+}
+
+fn any_of(v: &Value, at: &str) -> Result<Vec<Scalar>, String> {
+    v.as_array()
+        .ok_or_else(|| format!("{at}: expected a list"))?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| scalar(x, &format!("{at}[{i}]")))
+        .collect()
+}
+
+/// A bound of a range: a number, or a date or datetime (RFC 3339).
+enum Bound {
+    Number(f64),
+    Datetime(i64),
+}
+
+fn bound(v: &Value, at: &str) -> Result<Bound, String> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .map(Bound::Number)
+            .ok_or_else(|| format!("{at}: {n} is out of range")),
+        Value::String(s) => parse_datetime(s).map(Bound::Datetime).ok_or_else(|| {
+            format!("{at}: {v} is neither a number nor an RFC 3339 date or datetime")
+        }),
+        other => Err(format!(
+            "{at}: expected a number or an RFC 3339 date or datetime, got {other}"
+        )),
+    }
+}
+
+fn range(bounds: Vec<(&str, Bound)>, at: &str) -> Result<FieldCheck, String> {
+    fn set<T>(b: &mut Bounds<T>, op: &str, x: T) {
+        match op {
+            "$lt" => b.lt = Some(x),
+            "$gt" => b.gt = Some(x),
+            "$gte" => b.gte = Some(x),
+            _ => b.lte = Some(x),
+        }
+    }
+    if bounds.iter().all(|(_, b)| matches!(b, Bound::Number(_))) {
+        let mut out = Bounds::default();
+        for (op, b) in bounds {
+            if let Bound::Number(x) = b {
+                set(&mut out, op, x);
             }
         }
-        scalar => must.push(equals(field, scalar)?),
+        return Ok(FieldCheck::Range(out));
+    }
+    let mut out = Bounds::default();
+    for (op, b) in bounds {
+        match b {
+            Bound::Datetime(x) => set(&mut out, op, x),
+            Bound::Number(_) => {
+                return Err(format!(
+                    "{at}.{op}: a number in a range of datetimes; give every bound as a date or datetime"
+                ))
+            }
+        }
+    }
+    Ok(FieldCheck::DatetimeRange(out))
+}
+
+fn field_conditions(key: &str, value: &Value, at: &str, out: &mut Filter) -> Result<(), String> {
+    match value {
+        Value::Array(_) => out
+            .must
+            .push(field(key, FieldCheck::Any(any_of(value, at)?))),
+        Value::Object(ops) => {
+            let mut bounds = Vec::new();
+            for (op, arg) in ops {
+                let at = format!("{at}.{op}");
+                match op.as_str() {
+                    "$eq" => out.must.push(equals(key, arg, &at)?),
+                    "$ne" => out.must_not.push(equals(key, arg, &at)?),
+                    "$in" => out
+                        .must
+                        .push(field(key, FieldCheck::Any(any_of(arg, &at)?))),
+                    "$nin" => out
+                        .must_not
+                        .push(field(key, FieldCheck::Any(any_of(arg, &at)?))),
+                    "$gt" | "$gte" | "$lt" | "$lte" => bounds.push((op.as_str(), bound(arg, &at)?)),
+                    "$exists" => match arg.as_bool() {
+                        Some(true) => out.must_not.push(Condition::IsEmpty(key.to_string())),
+                        Some(false) => out.must.push(Condition::IsEmpty(key.to_string())),
+                        None => return Err(format!("{at}: expected true or false")),
+                    },
+                    _ => return Err(format!("{at}: unknown operator; use one of {OPERATORS}")),
+                }
+            }
+            if !bounds.is_empty() {
+                out.must.push(field(key, range(bounds, at)?));
+            }
+        }
+        scalar => out.must.push(equals(key, scalar, at)?),
     }
     Ok(())
 }
@@ -129,9 +216,14 @@ fn field_conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn t(v: Value) -> Result<Value> {
+    fn t(v: Value) -> Result<Filter> {
         translate(v.as_object().unwrap())
+    }
+
+    fn qdrant(v: Value) -> Filter {
+        serde_json::from_value(v).unwrap()
     }
 
     #[test]
@@ -139,41 +231,54 @@ mod tests {
         let q = t(json!({"tags": ["physics"], "timestamp": {"$gte": "2024-01-01"}})).unwrap();
         assert_eq!(
             q,
-            json!({"must": [
+            qdrant(json!({"must": [
                 {"key": "tags", "match": {"any": ["physics"]}},
-                {"key": "timestamp", "range": {"gte": "2024-01-01"}},
-            ], "must_not": []})
+                {"key": "timestamp", "range": {"gte": "2024-01-01T00:00:00Z"}},
+            ]}))
         );
     }
 
     #[test]
     fn operators_and_boolean_structure_translate() {
         let q = t(json!({"a": 1, "b": {"$ne": "x", "$in": [1, 2]}, "c": {"$exists": false}, "$or": [{"d": true}, {"e": 2.5}], "$not": {"f": "g"}})).unwrap();
-        let must = q["must"].as_array().unwrap();
-        assert!(must.contains(&json!({"key": "a", "match": {"value": 1}})));
-        assert!(must.contains(&json!({"key": "b", "match": {"any": [1, 2]}})));
-        assert!(must.contains(&json!({"is_empty": {"key": "c"}})));
-        assert!(must.contains(&json!({"should": [
-            {"must": [{"key": "d", "match": {"value": true}}], "must_not": []},
-            {"must": [{"key": "e", "range": {"gte": 2.5, "lte": 2.5}}], "must_not": []},
-        ]})));
-        let not = q["must_not"].as_array().unwrap();
-        assert!(not.contains(&json!({"key": "b", "match": {"value": "x"}})));
-        assert!(
-            not.contains(&json!({"must": [{"key": "f", "match": {"value": "g"}}], "must_not": []}))
-        );
+        assert!(q
+            .must
+            .contains(&qdrant(json!({"must": [{"key": "a", "match": {"value": 1}}]})).must[0]));
+        assert!(q.must.contains(&Condition::IsEmpty("c".into())));
+        assert!(q.must.contains(&Condition::Filter(qdrant(json!({"should": [
+            {"must": [{"key": "d", "match": {"value": true}}]},
+            {"must": [{"key": "e", "range": {"gte": 2.5, "lte": 2.5}}]},
+        ]})))));
+        assert!(q
+            .must_not
+            .contains(&field("b", FieldCheck::Value(Scalar::Str("x".into())))));
+        assert!(q.must_not.contains(&Condition::Filter(qdrant(
+            json!({"must": [{"key": "f", "match": {"value": "g"}}]})
+        ))));
     }
 
     #[test]
-    fn unknown_operators_are_named() {
-        assert!(t(json!({"a": {"$regex": "x"}}))
-            .unwrap_err()
-            .to_string()
-            .contains("$regex"));
-        assert!(t(json!({"$nor": []}))
-            .unwrap_err()
-            .to_string()
-            .contains("$nor"));
-        assert!(t(json!({"a": null})).is_err());
+    fn errors_name_the_path_the_client_wrote() {
+        let err = |v: Value| t(v).unwrap_err().to_string();
+        let e = err(json!({"timestamp": {"$gte": "2024-13-45"}}));
+        assert!(
+            e.contains("filter.timestamp.$gte: \"2024-13-45\" is neither"),
+            "{e}"
+        );
+        let e = err(json!({"$or": [{"n": {"$lt": "soon"}}]}));
+        assert!(e.contains("filter.$or[0].n.$lt"), "{e}");
+        let e = err(json!({"a": {"$regex": "x"}}));
+        assert!(
+            e.contains("filter.a.$regex: unknown operator; use one of $eq"),
+            "{e}"
+        );
+        assert!(err(json!({"$nor": []})).contains("filter.$nor: unknown operator"));
+        assert!(err(json!({"tags": ["a", 1.5]})).contains("filter.tags[1]: 1.5 is not an integer"));
+        assert!(err(json!({"a": null})).contains("filter.a: cannot match null"));
+        let e = err(json!({"ts": {"$gte": "2024-01-01", "$lt": 5}}));
+        assert!(
+            e.contains("filter.ts.$lt: a number in a range of datetimes"),
+            "{e}"
+        );
     }
 }

@@ -120,9 +120,11 @@ impl Collection {
                     .ok_or_else(|| self.unknown_vector(name, "dense"))?;
                 if d.len() != params.size {
                     return Err(Error::bad(format!(
-                        "vector {name:?} has dimension {}, expected {}",
+                        "{} has dimension {}, expected {} (collection `{}`)",
+                        vector_label(name),
                         d.len(),
-                        params.size
+                        params.size,
+                        self.name
                     )));
                 }
                 check_finite(name, d)?;
@@ -140,13 +142,25 @@ impl Collection {
 
     /// The error for a vector name the collection does not have.
     pub fn unknown_vector(&self, name: &str, kind: &str) -> Error {
-        let known: Vec<&String> = if kind == "dense" {
-            self.config.vectors.keys().collect()
+        let quoted = |n: &String| match n.as_str() {
+            DEFAULT_VECTOR => "the unnamed one".to_string(),
+            named => format!("{named:?}"),
+        };
+        let known: Vec<String> = if kind == "dense" {
+            self.config.vectors.keys().map(quoted).collect()
         } else {
-            self.config.sparse_vectors.keys().collect()
+            self.config.sparse_vectors.keys().map(quoted).collect()
+        };
+        let has = match known.as_slice() {
+            [] => format!("it has no {kind} vectors"),
+            names => format!("it has {}", names.join(", ")),
+        };
+        let wanted = match name {
+            DEFAULT_VECTOR => "the unnamed vector".to_string(),
+            named => format!("{named:?}"),
         };
         Error::bad(format!(
-            "collection `{}` has no {kind} vector named {name:?} (it has {known:?})",
+            "collection `{}` has no {kind} vector named {wanted} ({has})",
             self.name
         ))
     }
@@ -156,6 +170,14 @@ impl Collection {
         self.config.vectors.len() == 1
             && self.config.vectors.contains_key(DEFAULT_VECTOR)
             && self.config.sparse_vectors.is_empty()
+    }
+}
+
+/// A vector as the client names it: `vector` for the unnamed one, `vector "dense"` otherwise.
+pub fn vector_label(name: &str) -> String {
+    match name {
+        DEFAULT_VECTOR => "vector".to_string(),
+        named => format!("vector {named:?}"),
     }
 }
 

@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{json, Map, Value};
 
 use crate::payload::{any_scalar_at, any_value_at};
 use crate::payload_index::tokens;
@@ -253,7 +254,8 @@ fn parse_field(m: &Map<String, Value>, at: &str) -> ParseResult<Condition> {
     Ok(Condition::Field { key, checks })
 }
 
-fn scalar(v: &Value, at: &str) -> ParseResult<Scalar> {
+/// Parses a value to match against; `at` names it in the error.
+pub fn scalar(v: &Value, at: &str) -> ParseResult<Scalar> {
     match v {
         Value::String(s) => Ok(Scalar::Str(s.clone())),
         Value::Bool(b) => Ok(Scalar::Bool(*b)),
@@ -386,6 +388,135 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|dt| dt.and_utc().timestamp_micros())
+}
+
+impl Serialize for Filter {
+    /// Qdrant's JSON shape, which [`Filter`]'s `Deserialize` reads back to an equal filter.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl Filter {
+    fn to_json(&self) -> Value {
+        let list = |cs: &[Condition]| Value::Array(cs.iter().map(Condition::to_json).collect());
+        let mut m = Map::new();
+        for (k, cs) in [
+            ("must", &self.must),
+            ("should", &self.should),
+            ("must_not", &self.must_not),
+        ] {
+            if !cs.is_empty() {
+                m.insert(k.into(), list(cs));
+            }
+        }
+        if let Some((conditions, min_count)) = &self.min_should {
+            m.insert(
+                "min_should".into(),
+                json!({"conditions": list(conditions), "min_count": min_count}),
+            );
+        }
+        Value::Object(m)
+    }
+}
+
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scalar::Str(v) => s.serialize_str(v),
+            Scalar::Int(v) => s.serialize_i64(*v),
+            Scalar::Bool(v) => s.serialize_bool(*v),
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Bounds<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in [
+            ("lt", &self.lt),
+            ("gt", &self.gt),
+            ("gte", &self.gte),
+            ("lte", &self.lte),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// A datetime bound (UTC microseconds) as RFC 3339, which [`parse_datetime`] reads back.
+fn datetime_json(micros: i64) -> Value {
+    DateTime::from_timestamp_micros(micros).map_or(Value::Null, |dt| {
+        Value::String(dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    })
+}
+
+impl FieldCheck {
+    /// The JSON key and value this check is written as inside a field condition.
+    fn to_json(&self) -> (&'static str, Value) {
+        match self {
+            FieldCheck::Value(v) => ("match", json!({"value": v})),
+            FieldCheck::Text(t) | FieldCheck::Tokens(t) => ("match", json!({"text": t})),
+            FieldCheck::Any(vs) => ("match", json!({"any": vs})),
+            FieldCheck::Except(vs) => ("match", json!({"except": vs})),
+            FieldCheck::Range(b) => ("range", json!(b)),
+            FieldCheck::DatetimeRange(b) => {
+                let mut m = Map::new();
+                for (k, v) in [("lt", b.lt), ("gt", b.gt), ("gte", b.gte), ("lte", b.lte)] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), datetime_json(v));
+                    }
+                }
+                ("range", Value::Object(m))
+            }
+            FieldCheck::ValuesCount(b) => ("values_count", json!(b)),
+            FieldCheck::Empty(e) => ("is_empty", Value::Bool(*e)),
+            FieldCheck::Null(n) => ("is_null", Value::Bool(*n)),
+        }
+    }
+}
+
+impl Condition {
+    fn to_json(&self) -> Value {
+        match self {
+            Condition::Field { key, checks } => {
+                let parts: Vec<(&str, Value)> = checks.iter().map(FieldCheck::to_json).collect();
+                let distinct = parts
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (k, _))| parts[..i].iter().all(|(other, _)| other != k));
+                if distinct {
+                    let mut m = Map::new();
+                    m.insert("key".into(), Value::String(key.clone()));
+                    m.extend(parts.into_iter().map(|(k, v)| (k.to_string(), v)));
+                    Value::Object(m)
+                } else {
+                    let one = |(k, v): (&str, Value)| {
+                        let mut m = Map::new();
+                        m.insert("key".into(), Value::String(key.clone()));
+                        m.insert(k.into(), v);
+                        Value::Object(m)
+                    };
+                    json!({"must": parts.into_iter().map(one).collect::<Vec<_>>()})
+                }
+            }
+            Condition::IsEmpty(key) => json!({"is_empty": {"key": key}}),
+            Condition::IsNull(key) => json!({"is_null": {"key": key}}),
+            Condition::HasId(ids) => {
+                let mut sorted: Vec<&PointId> = ids.iter().collect();
+                sorted.sort();
+                json!({"has_id": sorted})
+            }
+            Condition::HasVector(name) => json!({"has_vector": name}),
+            Condition::Nested { key, filter } => {
+                json!({"nested": {"key": key, "filter": filter.to_json()}})
+            }
+            Condition::Filter(f) => f.to_json(),
+        }
+    }
 }
 
 impl Scalar {
@@ -612,6 +743,44 @@ mod tests {
             json!({"must": [{"key": "items[].q", "values_count": {"gte": 2}}]}),
             &p
         ));
+    }
+
+    #[test]
+    fn a_serialized_filter_parses_back_to_the_same_filter() {
+        let f: Filter = serde_json::from_value(json!({
+            "must": [
+                {"key": "city", "match": {"value": "London"}, "values_count": {"gte": 1}},
+                {"key": "tags", "match": {"any": ["a", 2, true]}},
+                {"key": "tags", "match": {"except": ["z"]}},
+                {"key": "price", "range": {"gte": 1.5, "lt": 10}},
+                {"key": "ts", "range": {"gte": "2024-01-01T00:00:00Z", "lt": "2024-03-01T12:00:00.5+02:00"}},
+                {"is_empty": {"key": "e"}}, {"is_null": {"key": "n"}},
+                {"has_id": [3, "5c56c793-a4b5-4b0c-9f1a-0b2e1b5a8d2f", 1]},
+                {"has_vector": "dense"},
+                {"nested": {"key": "items", "filter": {"must": [{"key": "k", "match": {"text": "w"}}]}}},
+                {"key": "x", "is_empty": false, "is_null": true}
+            ],
+            "should": [{"must_not": [{"key": "a", "match": {"value": 1}}]}],
+            "min_should": {"conditions": [{"has_id": [7]}], "min_count": 1}
+        }))
+        .unwrap();
+        let written = serde_json::to_value(&f).unwrap();
+        assert_eq!(serde_json::from_value::<Filter>(written).unwrap(), f);
+        let two_matches = Filter {
+            must: vec![Condition::Field {
+                key: "k".into(),
+                checks: vec![
+                    FieldCheck::Value(Scalar::Int(1)),
+                    FieldCheck::Any(vec![Scalar::Int(2)]),
+                ],
+            }],
+            ..Filter::default()
+        };
+        let back: Filter =
+            serde_json::from_value(serde_json::to_value(&two_matches).unwrap()).unwrap();
+        let p = point(1, json!({"k": [1, 2]}));
+        assert!(back.matches(&p) && two_matches.matches(&p));
+        assert!(!back.matches(&point(1, json!({"k": 1}))));
     }
 
     #[test]

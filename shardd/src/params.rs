@@ -98,13 +98,46 @@ pub struct SparseVectorParams {
 }
 
 /// The `vectors` field of a create request: one unnamed config or a map of named ones.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum VectorsConfig {
     /// The unnamed vector.
     Single(VectorParams),
     /// Vectors by name (`""` is the unnamed one).
     Named(BTreeMap<String, VectorParams>),
+}
+
+/// Parses one vector's params, naming the bad field (`distance: unknown variant ...`).
+fn vector_params<E: serde::de::Error>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<VectorParams, E> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        match field.as_str() {
+            "." => E::custom(format!("{at}{inner}")),
+            field => E::custom(format!("{at}{field}: {inner}")),
+        }
+    })
+}
+
+/// One config when the object has `size` or `distance`, else a map by name; errors name the
+/// field inside (an untagged enum would only say that no variant matched).
+impl<'de> Deserialize<'de> for VectorsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        if map.contains_key("size") || map.contains_key("distance") {
+            return vector_params(serde_json::Value::Object(map), "").map(VectorsConfig::Single);
+        }
+        map.into_iter()
+            .map(|(name, v)| {
+                let params = vector_params(v, &format!("{name:?}."))?;
+                Ok((name, params))
+            })
+            .collect::<Result<_, D::Error>>()
+            .map(VectorsConfig::Named)
+    }
 }
 
 /// `PUT /collections/{c}` as clients send it; fields Vecgate does not use are accepted and ignored.
@@ -218,6 +251,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.hnsw.m, 8);
         assert_eq!(c.sparse_vectors["text"].modifier, Some(Modifier::Idf));
+    }
+
+    #[test]
+    fn a_bad_distance_names_the_field_and_the_accepted_values() {
+        let err = serde_json::from_str::<CreateCollection>(
+            r#"{"vectors": {"size": 4, "distance": "cosine"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("distance: unknown variant `cosine`, expected one of `Cosine`, `Dot`, `Euclid`, `Manhattan`"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<CreateCollection>(
+            r#"{"vectors": {"dense": {"size": "big", "distance": "Dot"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(r#""dense".size: invalid type"#), "{err}");
     }
 
     #[test]

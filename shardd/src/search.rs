@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collection::{Collection, DenseStore, FilterPlan, Points};
+use crate::collection::{vector_label, Collection, DenseStore, FilterPlan, Points};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::output::{ScoredPoint, WithVector};
@@ -112,10 +112,11 @@ impl Collection {
                     .ok_or_else(|| self.unknown_vector(&req.using, "dense"))?;
                 if q.len() != store.dim {
                     return Err(Error::bad(format!(
-                        "query vector has dimension {}, vector {:?} expects {}",
+                        "query vector has dimension {}, expected {} (collection `{}`, {})",
                         q.len(),
-                        req.using,
-                        store.dim
+                        store.dim,
+                        self.name,
+                        vector_label(&req.using)
                     )));
                 }
                 check_finite("query", q)?;

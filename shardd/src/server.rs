@@ -213,7 +213,13 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
     })
     .await;
     match answered {
-        Ok(r) => (r.route, reply(r.status, "application/json", r.body)),
+        Ok(r) => {
+            let mut resp = reply(r.status, "application/json", r.body);
+            if let Some(allow) = r.allow.and_then(|a| header::HeaderValue::from_str(&a).ok()) {
+                resp.headers_mut().insert(header::ALLOW, allow);
+            }
+            (r.route, resp)
+        }
         Err(e) => (
             "panic",
             json_error(

@@ -3,6 +3,10 @@
 //! [`handle`] takes a method, path, query string and body and returns a status and a JSON body
 //! in Qdrant's envelope: `{"result", "status": "ok", "time"}`, or `{"status": {"error"}, "time"}`.
 
+mod endpoint;
+
+pub use endpoint::{Endpoint, PathParams, Unrouted};
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -27,9 +31,6 @@ use crate::wire::{
 /// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
 pub const QDRANT_API_VERSION: &str = "1.16.0";
 
-/// `GET /`, which Qdrant answers with a bare `{"title", "version"}`, outside the envelope.
-pub const VERSION_ROUTE: &str = "/";
-
 /// One API request.
 pub struct Request<'a> {
     /// HTTP method.
@@ -50,6 +51,8 @@ pub struct Response {
     pub body: Vec<u8>,
     /// The route template, for metrics (`/collections/{c}/points/search`).
     pub route: &'static str,
+    /// The methods the path takes, for a 405's `Allow` header.
+    pub allow: Option<String>,
 }
 
 /// Decodes `%XX` escapes of a path segment.
@@ -96,14 +99,49 @@ pub fn error_body(message: &str, started: Instant) -> Vec<u8> {
     .unwrap_or_else(|_| b"{\"status\":{\"error\":\"internal error\"}}".to_vec())
 }
 
-/// Parses a JSON request body (empty means `{}`), as a 400 naming the problem when malformed.
+/// Parses a JSON request body, as a 400 naming the problem (and where it is) when malformed.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::bad(
+            "Format error in JSON body: the request body is empty; this endpoint takes a JSON object",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) if e.path().iter().next().is_some() => Error::bad(format!(
+                "Format error in JSON body: {}",
+                located(&e.path().to_string(), &e.inner().to_string())
+            )),
+            _ => Error::bad(format!("Format error in JSON body: {e}")),
+        }
+    })
+}
+
+/// Joins the path where serde failed with the message it gave, which may itself start with a
+/// path inside the value: `vectors` + `distance: unknown variant` reads
+/// `vectors.distance: unknown variant`, and `filter` + `filter.must[0]: ...` reads
+/// `filter.must[0]: ...`.
+fn located(path: &str, inner: &str) -> String {
+    let last = path
+        .rsplit('.')
+        .next()
+        .map_or(path, |seg| seg.split('[').next().unwrap_or(seg));
+    if let Some(rest) = inner.strip_prefix(last) {
+        if rest.starts_with(['.', '[', ':']) {
+            return format!("{path}{rest}");
+        }
+    }
+    let is_path = |head: &str| {
+        !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_[]\".$-".contains(c))
     };
-    serde_json::from_slice(body).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
+    match inner.split_once(": ") {
+        Some((head, _)) if is_path(head) => format!("{path}.{inner}"),
+        _ => format!("{path}: {inner}"),
+    }
 }
 
 /// Parses an already decoded JSON request, as [`parse_body`] does.
@@ -111,126 +149,85 @@ pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
 }
 
-/// The decoded, non-empty segments of a URL path.
-pub fn path_segments(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect()
-}
-
 /// Answers one request.
 pub fn handle(shard: &Shard, req: &Request) -> Response {
     let started = Instant::now();
-    let segments = path_segments(req.path);
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let (route, result) = route(shard, req, &segs);
-    match result {
-        Ok(value) if route == VERSION_ROUTE => Response {
+    let (endpoint, params) = match Endpoint::find(req.method, req.path) {
+        Ok(found) => found,
+        Err(unrouted) => {
+            return Response {
+                status: StatusCode::from_u16(unrouted.status()).unwrap_or(StatusCode::NOT_FOUND),
+                body: error_body(&unrouted.message(req.method, req.path), started),
+                route: "unmatched",
+                allow: unrouted.allow(),
+            }
+        }
+    };
+    let route = endpoint.template();
+    let wait = query_param(req.query, "wait").is_none_or(|v| v != "false");
+    match answer(shard, endpoint, &params, req.body, wait) {
+        Ok(value) if endpoint == Endpoint::Version => Response {
             status: StatusCode::OK,
             body: serde_json::to_vec(&value).unwrap_or_default(),
             route,
+            allow: None,
         },
         Ok(value) => Response {
             status: StatusCode::OK,
             body: ok_body(value, started),
             route,
+            allow: None,
         },
         Err(e) => Response {
             status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body: error_body(&e.to_string(), started),
             route,
+            allow: None,
         },
     }
 }
 
-fn route(shard: &Shard, req: &Request, segs: &[&str]) -> (&'static str, Result<Value>) {
-    let m = req.method;
-    let body = req.body;
-    let wait = query_param(req.query, "wait").is_none_or(|v| v != "false");
-    match segs {
-        [] if m == Method::GET => (
-            VERSION_ROUTE,
-            Ok(json!({"title": "vecgate", "version": QDRANT_API_VERSION})),
-        ),
-        ["collections"] if m == Method::GET => ("/collections", list_collections(shard)),
-        ["collections", c] if m == Method::PUT => {
-            ("/collections/{c}", create_collection(shard, c, body))
-        }
-        ["collections", c] if m == Method::GET => ("/collections/{c}", collection_info(shard, c)),
-        ["collections", c] if m == Method::DELETE => (
-            "/collections/{c}",
-            shard.drop_collection(c).map(Value::Bool),
-        ),
-        ["collections", c, "exists"] if m == Method::GET => (
-            "/collections/{c}/exists",
-            Ok(json!({"exists": shard.collection(c).is_ok()})),
-        ),
-        ["collections", c, "index"] if m == Method::PUT => {
-            ("/collections/{c}/index", create_index(shard, c, body, wait))
-        }
-        ["collections", c, "index", field] if m == Method::DELETE => (
-            "/collections/{c}/index/{field}",
-            shard
-                .update(
-                    c,
-                    Update::DropIndex {
-                        field: field.to_string(),
-                    },
-                )
-                .map(|seq| update_result(seq, wait)),
-        ),
-        ["collections", c, "points"] if m == Method::PUT => {
-            ("/collections/{c}/points", upsert(shard, c, body, wait))
-        }
-        ["collections", c, "points"] if m == Method::POST => {
-            ("/collections/{c}/points", get_points(shard, c, body))
-        }
-        ["collections", c, "points", "delete"] if m == Method::POST => (
-            "/collections/{c}/points/delete",
-            delete(shard, c, body, wait),
-        ),
-        ["collections", c, "points", "payload"] if m == Method::POST || m == Method::PUT => (
-            "/collections/{c}/points/payload",
-            set_payload(shard, c, body, m == Method::PUT, wait),
-        ),
-        ["collections", c, "points", "query"] if m == Method::POST => (
-            "/collections/{c}/points/query",
-            query(shard, c, parse_body(body)),
-        ),
-        ["collections", c, "sparse", "stats"] if m == Method::POST => (
-            "/collections/{c}/sparse/stats",
-            sparse_stats(shard, c, body),
-        ),
-        ["collections", c, "points", "query", "groups"] if m == Method::POST => (
-            "/collections/{c}/points/query/groups",
-            query_groups(shard, c, body),
-        ),
-        ["collections", c, "points", "query", "batch"] if m == Method::POST => (
-            "/collections/{c}/points/query/batch",
-            query_batch(shard, c, body),
-        ),
-        ["collections", c, "points", "search"] if m == Method::POST => (
-            "/collections/{c}/points/search",
-            search(shard, c, parse_body(body)),
-        ),
-        ["collections", c, "points", "search", "batch"] if m == Method::POST => (
-            "/collections/{c}/points/search/batch",
-            search_batch(shard, c, body),
-        ),
-        ["collections", c, "points", "scroll"] if m == Method::POST => {
-            ("/collections/{c}/points/scroll", scroll(shard, c, body))
-        }
-        ["collections", c, "points", "count"] if m == Method::POST => {
-            ("/collections/{c}/points/count", count(shard, c, body))
-        }
-        ["collections", c, "points", id] if m == Method::GET => {
-            ("/collections/{c}/points/{id}", get_point(shard, c, id))
-        }
-        _ => (
-            "unmatched",
-            Err(Error::NotFound(format!("no route for {} {}", m, req.path))),
-        ),
+fn answer(
+    shard: &Shard,
+    endpoint: Endpoint,
+    params: &PathParams,
+    body: &[u8],
+    wait: bool,
+) -> Result<Value> {
+    let c = params.collection.as_str();
+    match endpoint {
+        Endpoint::Version => Ok(json!({"title": "vecgate", "version": QDRANT_API_VERSION})),
+        Endpoint::ListCollections => list_collections(shard),
+        Endpoint::CreateCollection => create_collection(shard, c, body),
+        Endpoint::CollectionInfo => collection_info(shard, c),
+        Endpoint::DropCollection => shard.drop_collection(c).map(Value::Bool),
+        Endpoint::CollectionExists => Ok(json!({"exists": shard.collection(c).is_ok()})),
+        Endpoint::CreateIndex => create_index(shard, c, body, wait),
+        Endpoint::DropIndex => shard
+            .update(
+                c,
+                Update::DropIndex {
+                    field: params.field.clone(),
+                },
+            )
+            .map(|seq| update_result(seq, wait)),
+        Endpoint::Upsert => upsert(shard, c, body, wait),
+        Endpoint::GetPoints => get_points(shard, c, body),
+        Endpoint::GetPoint => get_point(shard, c, &params.id),
+        Endpoint::DeletePoints => delete(shard, c, body, wait),
+        Endpoint::SetPayload => set_payload(shard, c, body, false, wait),
+        Endpoint::OverwritePayload => set_payload(shard, c, body, true, wait),
+        Endpoint::Query => query(shard, c, parse_body(body)),
+        Endpoint::QueryBatch => query_batch(shard, c, body),
+        Endpoint::QueryGroups => query_groups(shard, c, body),
+        Endpoint::Search => search(shard, c, parse_body(body)),
+        Endpoint::SearchBatch => search_batch(shard, c, body),
+        Endpoint::Scroll => scroll(shard, c, body),
+        Endpoint::Count => count(shard, c, body),
+        Endpoint::SparseStats => sparse_stats(shard, c, body),
+        Endpoint::SeedSearch => Err(Error::NotFound(
+            "/v1/search is served by vecgate, not by a shard".into(),
+        )),
     }
 }
 
@@ -599,6 +596,34 @@ mod tests {
                 )),
             ]
         })
+    }
+
+    #[test]
+    fn errors_name_the_path_the_client_wrote() {
+        assert_eq!(
+            located("vectors", "distance: unknown variant `x`"),
+            "vectors.distance: unknown variant `x`"
+        );
+        assert_eq!(
+            located("prefetch[0].filter", "filter.must[0]: bad"),
+            "prefetch[0].filter.must[0]: bad"
+        );
+        assert_eq!(
+            located("points[1].id", "point id -2 is negative"),
+            "points[1].id: point id -2 is negative"
+        );
+        let err =
+            parse_body::<CreateCollection>(br#"{"vectors": {"size": 4, "distance": "cosine"}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("vectors.distance: unknown variant `cosine`, expected one of"),
+            "{err}"
+        );
+        let err = parse_body::<CreateCollection>(b"  ")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the request body is empty"), "{err}");
     }
 
     proptest! {

@@ -1,0 +1,348 @@
+//! The route table of the Qdrant-compatible API: which endpoint a method and path name, shared
+//! by shardd's API and the router so that both accept exactly the same requests.
+//!
+//! A path that matches a template under another method is answered 405 with the methods it
+//! takes (`Allow`); a path that matches no template is a 404.
+
+use http::Method;
+
+use crate::api::percent_decode;
+
+/// One endpoint of the API, named for what it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /`: name and version.
+    Version,
+    /// `GET /collections`.
+    ListCollections,
+    /// `PUT /collections/{c}`.
+    CreateCollection,
+    /// `GET /collections/{c}`.
+    CollectionInfo,
+    /// `DELETE /collections/{c}`.
+    DropCollection,
+    /// `GET /collections/{c}/exists`.
+    CollectionExists,
+    /// `PUT /collections/{c}/index`.
+    CreateIndex,
+    /// `DELETE /collections/{c}/index/{field}`.
+    DropIndex,
+    /// `PUT /collections/{c}/points`.
+    Upsert,
+    /// `POST /collections/{c}/points`.
+    GetPoints,
+    /// `GET /collections/{c}/points/{id}`.
+    GetPoint,
+    /// `POST /collections/{c}/points/delete`.
+    DeletePoints,
+    /// `POST /collections/{c}/points/payload`.
+    SetPayload,
+    /// `PUT /collections/{c}/points/payload`.
+    OverwritePayload,
+    /// `POST /collections/{c}/points/query`.
+    Query,
+    /// `POST /collections/{c}/points/query/batch`.
+    QueryBatch,
+    /// `POST /collections/{c}/points/query/groups`.
+    QueryGroups,
+    /// `POST /collections/{c}/points/search` (legacy).
+    Search,
+    /// `POST /collections/{c}/points/search/batch` (legacy).
+    SearchBatch,
+    /// `POST /collections/{c}/points/scroll`.
+    Scroll,
+    /// `POST /collections/{c}/points/count`.
+    Count,
+    /// `POST /collections/{c}/sparse/stats`: a shard's document frequencies (Vecgate's own).
+    SparseStats,
+    /// `POST /v1/search`: the seed-style search (router only).
+    SeedSearch,
+}
+
+/// One segment of a path template: a literal, or a parameter.
+#[derive(Clone, Copy)]
+enum Seg {
+    Lit(&'static str),
+    Collection,
+    Field,
+    Id,
+}
+
+use Seg::{Collection as C, Field as F, Id, Lit as L};
+
+/// Every template, with its method and endpoint.
+const TABLE: &[(Method, &[Seg], Endpoint)] = &[
+    (Method::GET, &[], Endpoint::Version),
+    (Method::GET, &[L("collections")], Endpoint::ListCollections),
+    (
+        Method::PUT,
+        &[L("collections"), C],
+        Endpoint::CreateCollection,
+    ),
+    (
+        Method::GET,
+        &[L("collections"), C],
+        Endpoint::CollectionInfo,
+    ),
+    (
+        Method::DELETE,
+        &[L("collections"), C],
+        Endpoint::DropCollection,
+    ),
+    (
+        Method::GET,
+        &[L("collections"), C, L("exists")],
+        Endpoint::CollectionExists,
+    ),
+    (
+        Method::PUT,
+        &[L("collections"), C, L("index")],
+        Endpoint::CreateIndex,
+    ),
+    (
+        Method::DELETE,
+        &[L("collections"), C, L("index"), F],
+        Endpoint::DropIndex,
+    ),
+    (
+        Method::PUT,
+        &[L("collections"), C, L("points")],
+        Endpoint::Upsert,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points")],
+        Endpoint::GetPoints,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("delete")],
+        Endpoint::DeletePoints,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("payload")],
+        Endpoint::SetPayload,
+    ),
+    (
+        Method::PUT,
+        &[L("collections"), C, L("points"), L("payload")],
+        Endpoint::OverwritePayload,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("query")],
+        Endpoint::Query,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("query"), L("batch")],
+        Endpoint::QueryBatch,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("query"), L("groups")],
+        Endpoint::QueryGroups,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("search")],
+        Endpoint::Search,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("search"), L("batch")],
+        Endpoint::SearchBatch,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("scroll")],
+        Endpoint::Scroll,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("points"), L("count")],
+        Endpoint::Count,
+    ),
+    (
+        Method::GET,
+        &[L("collections"), C, L("points"), Id],
+        Endpoint::GetPoint,
+    ),
+    (
+        Method::POST,
+        &[L("collections"), C, L("sparse"), L("stats")],
+        Endpoint::SparseStats,
+    ),
+    (Method::POST, &[L("v1"), L("search")], Endpoint::SeedSearch),
+];
+
+/// The parameters a path carried, decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathParams {
+    /// `{c}`: the collection.
+    pub collection: String,
+    /// `{field}`: a payload key.
+    pub field: String,
+    /// `{id}`: a point id, as written.
+    pub id: String,
+}
+
+/// A request that names no endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unrouted {
+    /// No template has this path.
+    NotFound,
+    /// Templates have this path, under these other methods (for `Allow`).
+    MethodNotAllowed(Vec<Method>),
+}
+
+impl Unrouted {
+    /// The `Allow` header value, for a 405.
+    pub fn allow(&self) -> Option<String> {
+        match self {
+            Unrouted::NotFound => None,
+            Unrouted::MethodNotAllowed(methods) => Some(
+                methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        }
+    }
+
+    /// The error message, naming the method and path.
+    pub fn message(&self, method: &Method, path: &str) -> String {
+        match self {
+            Unrouted::NotFound => format!("Not found: no route for {method} {path}"),
+            Unrouted::MethodNotAllowed(_) => format!(
+                "Method not allowed: {path} takes {}, not {method}",
+                self.allow().unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The HTTP status: 404 or 405.
+    pub fn status(&self) -> u16 {
+        match self {
+            Unrouted::NotFound => 404,
+            Unrouted::MethodNotAllowed(_) => 405,
+        }
+    }
+}
+
+fn bind(template: &[Seg], segs: &[&str]) -> Option<(usize, PathParams)> {
+    if template.len() != segs.len() {
+        return None;
+    }
+    let mut params = PathParams::default();
+    let mut literals = 0;
+    for (t, s) in template.iter().zip(segs) {
+        match t {
+            Seg::Lit(l) if l == s => literals += 1,
+            Seg::Lit(_) => return None,
+            Seg::Collection => params.collection = percent_decode(s),
+            Seg::Field => params.field = percent_decode(s),
+            Seg::Id => params.id = percent_decode(s),
+        }
+    }
+    Some((literals, params))
+}
+
+impl Endpoint {
+    /// The endpoint a method and (percent-encoded) path name, with the path's parameters.
+    ///
+    /// Of the templates the path matches, only the most specific (most literal segments)
+    /// count: `GET .../points/delete` is a 405, not the point with id `delete`.
+    pub fn find(method: &Method, path: &str) -> Result<(Endpoint, PathParams), Unrouted> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let matches: Vec<(usize, &Method, Endpoint, PathParams)> = TABLE
+            .iter()
+            .filter_map(|(m, template, e)| {
+                bind(template, &segs).map(|(literals, params)| (literals, m, *e, params))
+            })
+            .collect();
+        let Some(most) = matches.iter().map(|m| m.0).max() else {
+            return Err(Unrouted::NotFound);
+        };
+        let mut allowed = Vec::new();
+        for (literals, m, endpoint, params) in matches {
+            if literals < most {
+                continue;
+            }
+            if m == method {
+                return Ok((endpoint, params));
+            }
+            if !allowed.contains(m) {
+                allowed.push(m.clone());
+            }
+        }
+        Err(Unrouted::MethodNotAllowed(allowed))
+    }
+
+    /// The route template, as metrics label it (`/collections/{c}/points/search`).
+    pub fn template(self) -> &'static str {
+        match self {
+            Endpoint::Version => "/",
+            Endpoint::ListCollections => "/collections",
+            Endpoint::CreateCollection | Endpoint::CollectionInfo | Endpoint::DropCollection => {
+                "/collections/{c}"
+            }
+            Endpoint::CollectionExists => "/collections/{c}/exists",
+            Endpoint::CreateIndex => "/collections/{c}/index",
+            Endpoint::DropIndex => "/collections/{c}/index/{field}",
+            Endpoint::Upsert | Endpoint::GetPoints => "/collections/{c}/points",
+            Endpoint::GetPoint => "/collections/{c}/points/{id}",
+            Endpoint::DeletePoints => "/collections/{c}/points/delete",
+            Endpoint::SetPayload | Endpoint::OverwritePayload => "/collections/{c}/points/payload",
+            Endpoint::Query => "/collections/{c}/points/query",
+            Endpoint::QueryBatch => "/collections/{c}/points/query/batch",
+            Endpoint::QueryGroups => "/collections/{c}/points/query/groups",
+            Endpoint::Search => "/collections/{c}/points/search",
+            Endpoint::SearchBatch => "/collections/{c}/points/search/batch",
+            Endpoint::Scroll => "/collections/{c}/points/scroll",
+            Endpoint::Count => "/collections/{c}/points/count",
+            Endpoint::SparseStats => "/collections/{c}/sparse/stats",
+            Endpoint::SeedSearch => "/v1/search",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_with_literals_first_and_decoded_params() {
+        let (e, p) = Endpoint::find(&Method::POST, "/collections/my%20docs/points/delete").unwrap();
+        assert_eq!(
+            (e, p.collection.as_str()),
+            (Endpoint::DeletePoints, "my docs")
+        );
+        let (e, p) = Endpoint::find(&Method::GET, "/collections/c/points/42").unwrap();
+        assert_eq!((e, p.id.as_str()), (Endpoint::GetPoint, "42"));
+        let (e, _) = Endpoint::find(&Method::GET, "/").unwrap();
+        assert_eq!(e, Endpoint::Version);
+        let (e, p) = Endpoint::find(&Method::DELETE, "/collections/c/index/a.b").unwrap();
+        assert_eq!((e, p.field.as_str()), (Endpoint::DropIndex, "a.b"));
+    }
+
+    #[test]
+    fn a_known_path_under_another_method_is_a_405_with_allow() {
+        let err = Endpoint::find(&Method::PATCH, "/collections/c").unwrap_err();
+        assert_eq!(err.status(), 405);
+        assert_eq!(err.allow().as_deref(), Some("PUT, GET, DELETE"));
+        for path in [
+            "/collections/c/points/search",
+            "/collections/c/points/delete",
+        ] {
+            let err = Endpoint::find(&Method::GET, path).unwrap_err();
+            assert_eq!(err.allow().as_deref(), Some("POST"), "{path}");
+        }
+        assert_eq!(
+            Endpoint::find(&Method::GET, "/collections/c/nonsense").unwrap_err(),
+            Unrouted::NotFound
+        );
+    }
+}
