@@ -1,7 +1,7 @@
 //! The end-to-end harness: builds and spawns the real binaries on 127.0.0.1:0, waits for their
 //! `listening on ADDR` line, talks HTTP to them, and kills or restarts them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -182,6 +182,64 @@ fn start(name: &str, args: &[String], listeners: usize) -> (Child, Vec<SocketAdd
     (child, addrs)
 }
 
+/// Runs `name` with `args` to its end (killing it after `within`) and returns its exit status
+/// and stderr, for runs that are meant to fail at start.
+pub fn run_to_exit(
+    name: &str,
+    args: &[&str],
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            let mut stderr = String::new();
+            use std::io::Read;
+            let _ = child
+                .stderr
+                .take()
+                .expect("piped stderr")
+                .read_to_string(&mut stderr);
+            return (status, stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} {args:?} was still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The PIDs of running processes whose command line contains every one of `parts`.
+pub fn pids_with(parts: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            parts.iter().all(|p| cmdline.contains(p)).then_some(pid)
+        })
+        .collect()
+}
+
+/// A free port on 127.0.0.1 (bound and released; another process could take it meanwhile).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
 /// An HTTP client with a deadline on every call.
 pub fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -358,7 +416,8 @@ impl Cluster {
 }
 
 /// A Python virtualenv with the pinned client libraries of `tests/python/requirements.txt`,
-/// created once (under `target/`) and reused while the requirements stay the same.
+/// created once (under `target/`, pip's progress shown) and reused while the requirements stay
+/// the same; one left half-built by an interrupted run is made again.
 pub fn python() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
@@ -372,7 +431,16 @@ pub fn python() -> PathBuf {
                 .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
         ));
         let python = venv.join("bin/python");
-        if !python.exists() {
+        let complete = venv.join(".installed");
+        if !complete.exists() {
+            let _ = std::fs::remove_dir_all(&venv);
+            // Straight to stderr, past the test harness's capture: this takes a minute.
+            let _ = writeln!(
+                std::io::stderr(),
+                "creating the client test virtualenv in {} from tests/python/requirements.txt \
+                 (first run only; needs the Python package index)",
+                venv.display()
+            );
             let made = Command::new("python3")
                 .args(["-m", "venv"])
                 .arg(&venv)
@@ -387,7 +455,8 @@ pub fn python() -> PathBuf {
                     "-m",
                     "pip",
                     "install",
-                    "--quiet",
+                    "--progress-bar",
+                    "off",
                     "--disable-pip-version-check",
                     "-r",
                 ])
@@ -398,6 +467,7 @@ pub fn python() -> PathBuf {
                 installed.success(),
                 "pip install -r tests/python/requirements.txt failed"
             );
+            std::fs::write(&complete, &pinned).expect("marking the virtualenv complete");
         }
         python
     })
