@@ -2,6 +2,7 @@
 //! what was sent, a startup line that says what runs, and `scripts/cluster.sh`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -363,6 +364,17 @@ fn metrics_text(admin: &str) -> String {
         .body_mut()
         .read_to_string()
         .unwrap()
+}
+
+/// Kills a whole process group when dropped, so a failed test leaves no cluster behind.
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .status();
+    }
 }
 
 /// A 2 x 2 cluster config on free ports, for `scripts/cluster.sh`.
