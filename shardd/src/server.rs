@@ -148,6 +148,19 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
                 ),
             };
         }
+        (_, "/healthz" | "/livez" | "/readyz" | "/metrics") => {
+            let mut resp = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!(
+                    "Method not allowed: {} takes GET, not {}",
+                    req.uri().path(),
+                    req.method()
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            return ("unmatched", resp);
+        }
         _ => {}
     }
     let Some(shard) = state.shard.get().cloned() else {

@@ -294,6 +294,10 @@ fn errors_name_what_the_user_sent_on_shardd_and_through_the_router() {
         header_of("GET", &format!("{admin}/admin/reload"), "allow").as_deref(),
         Some("POST")
     );
+    assert_eq!(
+        header_of("POST", &format!("{}/metrics", shard.url()), "allow").as_deref(),
+        Some("GET")
+    );
 }
 
 /// The value of response header `name`.
