@@ -417,8 +417,10 @@ fn cluster_script_survives_a_replica_kill_and_exits_0_on_sigint() {
         .env("BIN_DIR", &bin_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
+    let _group = KillGroupOnDrop(script.id());
     let stdout = BufReader::new(script.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
