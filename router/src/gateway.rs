@@ -1,60 +1,46 @@
-//! The router's request path: parse, place by the ring, scatter to shards with deadlines and
-//! retries, gather (merge, sum or union), and answer in Qdrant's shapes.
+//! The router's request path: a request is parsed once into a [`Route`], given its deadline,
+//! then answered from the shards: handed whole to the shard when one shard holds everything
+//! (a built-in shard runs it in process; a remote one gets the client's bytes), else
+//! scattered, with the query algorithm running over [`Scatter`] and writes placed by the ring.
 //!
 //! Writes are validated against the collection's schema before any shard sees them, so bad
 //! input changes nothing anywhere; then each shard's part goes to all of its replicas and
 //! succeeds when `write_consistency` of them acknowledge. Reads go to one replica per shard,
 //! chosen by the read policy; a replica that fails or times out is retried on another.
-//!
-//! This module holds the request's context and the route table; `reads`, `writes` and
-//! `queries` hold the three kinds of work it routes to.
 
-mod queries;
 mod reads;
 mod writes;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::future::join_all;
 use http::Method;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
-use shardd::api::{
-    error_body, ok_body, parse_body, parse_value, query_param, Endpoint, PathParams,
-    QDRANT_API_VERSION,
-};
-use shardd::collection::{Collection, PointWrite};
-use shardd::error::Error;
-use shardd::fusion::fuse;
-use shardd::groups::{self, GroupsRequest};
-use shardd::mmr;
-use shardd::output::WithVector;
-use shardd::output::{Record, ScoredPoint};
-use shardd::params::Modifier;
-use shardd::params::{CollectionConfig, CreateCollection, Distance};
-use shardd::payload::WithPayload;
-use shardd::point::PointId;
-use shardd::search::{QueryVector, SearchRequest};
-use shardd::shard::{candidates_for, fused_top};
-use shardd::sparse::IdfStats;
-use shardd::wire::{
-    self, vector_json, Batch, DeleteRequest, GetPointsRequest, LegacySearchRequest, QueryPlan,
-    ScrollRequest, SetPayloadRequest, Stage, StageQuery, UpsertRequest,
-};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use shardd::api::request::CreateCollection;
+use shardd::api::response::{envelope, error_body, Answer as Written};
+use shardd::api::{self, Body, Endpoint, Route, RouteError, QDRANT_API_VERSION};
+use shardd::engine::params::CollectionConfig;
+use shardd::engine::point::{Payload, PointId};
+use shardd::query::{run, run_groups};
 use tokio::time::Instant;
 
-use crate::backend::{call_builtin, Answer, CallError, HttpClient};
-use crate::balance::{pick, Replica};
+use crate::balance::Replica;
 use crate::config::{Config, ReadPolicy};
-use crate::hints::Hint;
-use crate::merge::merge_top_k;
+use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::metrics::RouterMetrics;
-use crate::seed::{translate, SeedSearch};
-use crate::topology::{Live, ShardKind, ShardRoute, Topology};
+use crate::scatter::Scatter;
+use crate::topology::{Live, ShardKind, Topology};
+use crate::upstream::{Answer, CallError, HttpClient};
+
+/// Payloads in writes, as the router keeps them: the client's JSON, never parsed.
+pub type RawPayload = Box<RawValue>;
 
 /// One client request.
 pub struct Call {
@@ -84,69 +70,84 @@ pub struct Reply {
     pub allow: Option<String>,
 }
 
-/// What a collection's writes are validated against, and how its scores order.
-struct Schema {
-    collection: Collection,
+/// An answered request: status (a shard's own when its answer is passed on), body, and the
+/// shards a partial answer lacks.
+pub(crate) struct Done {
+    status: u16,
+    body: Vec<u8>,
+    partial: Vec<String>,
 }
 
-impl Schema {
-    fn distance(&self, using: &str) -> Distance {
-        self.collection
-            .config
-            .vectors
-            .get(using)
-            .map_or(Distance::Dot, |p| p.distance)
+impl Done {
+    fn ok(body: Vec<u8>) -> Done {
+        Done {
+            status: 200,
+            body,
+            partial: Vec::new(),
+        }
     }
 }
-
-type Outcome = Result<(Value, Vec<String>), Error>;
 
 /// The router.
 pub struct Gateway {
     topology: ArcSwap<Topology>,
-    client: HttpClient,
+    pub(crate) client: HttpClient,
     /// State carried across reloads.
     pub live: Live,
-    schemas: Mutex<HashMap<String, Arc<Schema>>>,
-    metrics: Arc<RouterMetrics>,
+    /// Collection configs, read from a shard on first use and dropped on reload or recreate.
+    schemas: Mutex<HashMap<String, Arc<CollectionConfig>>>,
+    pub(crate) metrics: Arc<RouterMetrics>,
 }
 
-fn envelope_result(answer: &Answer) -> Result<Value, Error> {
-    let v: Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| Error::Unavailable(format!("shard answered unreadable JSON: {e}")))?;
+/// `{"result": T}` of a shard's answer.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    result: T,
+}
+
+/// `{"status": {"error"}}` of a shard's error answer.
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    status: ErrorStatus,
+}
+
+#[derive(Deserialize)]
+struct ErrorStatus {
+    error: String,
+}
+
+/// `{"points": [...]}`, the result of a query.
+#[derive(Deserialize)]
+pub(crate) struct PointsResult<H> {
+    pub(crate) points: Vec<H>,
+}
+
+/// What a shard's answer holds: its result, or its 4xx refusal passed on as is.
+pub(crate) fn read_result<T: DeserializeOwned>(
+    shard: &str,
+    answer: &Answer,
+) -> Result<T, GatewayError> {
     if answer.status == 200 {
-        return Ok(v["result"].clone());
+        return serde_json::from_slice::<Envelope<T>>(&answer.body)
+            .map(|e| e.result)
+            .map_err(|e| {
+                GatewayError::Unreachable(vec![ShardFailure {
+                    shard: shard.to_string(),
+                    attempts: vec![Attempt {
+                        replica: "its replica".into(),
+                        kind: CallKind::Invalid(e.to_string()),
+                    }],
+                }])
+            });
     }
-    let msg = v["status"]["error"]
-        .as_str()
-        .unwrap_or("shard error")
-        .to_string();
-    Err(match answer.status {
-        400 => Error::BadRequest(strip(&msg, "Wrong input: ")),
-        404 => Error::NotFound(strip(&msg, "Not found: ")),
-        409 => Error::Conflict(strip(&msg, "Conflict: ")),
-        413 => Error::TooLarge(strip(&msg, "Payload too large: ")),
-        504 => Error::Timeout(strip(&msg, "Timeout: ")),
-        _ => Error::Unavailable(msg),
+    let message = serde_json::from_slice::<ErrorEnvelope>(&answer.body)
+        .map(|e| e.status.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&answer.body).into_owned());
+    Err(GatewayError::Rejected {
+        shard: shard.to_string(),
+        status: answer.status,
+        message,
     })
-}
-
-fn strip(msg: &str, prefix: &str) -> String {
-    msg.strip_prefix(prefix).unwrap_or(msg).to_string()
-}
-
-fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
-    serde_json::from_value(v)
-        .map_err(|e| Error::Unavailable(format!("shard answered an unexpected shape: {e}")))
-}
-
-fn to_body(v: &Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
-}
-
-/// A point in the wire shape shards accept.
-fn point_json(p: &PointWrite) -> Value {
-    json!({"id": p.id, "vector": p.vectors, "payload": p.payload})
 }
 
 impl Gateway {
@@ -158,26 +159,6 @@ impl Gateway {
             live,
             schemas: Mutex::default(),
             metrics,
-        }
-    }
-
-    /// Records the outcome of one call to a replica of `shard`, ejecting it after repeated failures.
-    fn observe(&self, shard: &str, replica: &Replica, result: &Result<Answer, CallError>) {
-        let (ok, outcome) = match result {
-            Ok(a) if a.status < 500 => (true, "ok"),
-            Ok(_) | Err(CallError::Transport(_)) => (false, "error"),
-            Err(CallError::Timeout) => (false, "timeout"),
-        };
-        self.metrics
-            .replica_calls
-            .with_label_values(&[shard, &replica.state.url, outcome])
-            .inc();
-        if replica.state.record(ok) {
-            self.metrics
-                .ejections
-                .with_label_values(&[shard, &replica.state.url])
-                .inc();
-            tracing::warn!(shard, url = %replica.state.url, "replica ejected after consecutive failures");
         }
     }
 
@@ -200,101 +181,38 @@ impl Gateway {
         self.live.build(config)
     }
 
-    fn hint_disk_failure(&self, url: &str, e: &std::io::Error) {
-        self.metrics
-            .hint_failures
-            .with_label_values(&[url, "disk"])
-            .inc();
-        tracing::error!(url, error = %e, "could not persist a hint; it is kept in memory until replayed");
-    }
-
-    /// Replays the writes each healthy lagging replica missed, oldest first, until one fails
-    /// (it is retried on the next round) or the replica has caught up.
-    pub async fn replay_hints(&self) {
-        for r in self.live.replica_states() {
-            let Some(log) = r.hints() else { continue };
-            if !r.healthy() || !log.lagging() {
-                continue;
-            }
-            while let Some(hint) = log.head() {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let method = Method::from_bytes(hint.method.as_bytes()).unwrap_or(Method::PUT);
-                let result = self
-                    .client
-                    .call(
-                        &r.url,
-                        &method,
-                        &hint.path,
-                        Bytes::from(hint.body),
-                        deadline,
-                    )
-                    .await;
-                match result {
-                    Ok(a) if a.status < 500 => {
-                        if a.status != 200 {
-                            self.metrics
-                                .hint_failures
-                                .with_label_values(&[&r.url, "rejected"])
-                                .inc();
-                            tracing::warn!(url = %r.url, status = a.status, path = %hint.path, "replica rejected a replayed write");
-                        }
-                        if let Err(e) = log.pop() {
-                            self.hint_disk_failure(&r.url, &e);
-                            break;
-                        }
-                        self.metrics
-                            .hints_replayed
-                            .with_label_values(&[&r.url])
-                            .inc();
-                    }
-                    _ => break,
-                }
-            }
-            self.metrics
-                .hints_pending
-                .with_label_values(&[&r.url])
-                .set(log.pending() as i64);
-            if !log.lagging() {
-                tracing::info!(url = %r.url, "replica caught up; it serves reads again");
-            }
-        }
-    }
-
-    /// Asks every known replica's `/readyz` (half a second each, concurrently) and records
-    /// whether it answered 200.
-    pub async fn probe_replicas(&self) {
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let states = self.live.replica_states();
-        let probes = states.iter().map(|r| {
-            self.client
-                .call(&r.url, &Method::GET, "/readyz", Bytes::new(), deadline)
-        });
-        for (r, result) in states.iter().zip(join_all(probes).await) {
-            r.record_probe(matches!(result, Ok(a) if a.status == 200));
-        }
-    }
-
     /// Answers one client request.
     pub async fn handle(&self, call: Call) -> Reply {
         let started = StdInstant::now();
-        let topo = self.topology();
-        let timeout = Duration::from_millis(topo.config.routing.timeout_ms);
-        let asked = query_param(call.query.as_deref(), "timeout")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let deadline = Instant::now() + asked.map_or(timeout, |a| a.min(timeout));
-        let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
-            Ok(found) => found,
-            Err(unrouted) => {
+        let route = match Route::<RawPayload>::parse(
+            &call.method,
+            &call.path,
+            call.query.as_deref(),
+            &call.body,
+        ) {
+            Ok(route) => route,
+            Err(RouteError::Unrouted(u)) => {
                 return Reply {
-                    status: unrouted.status(),
-                    body: error_body(&unrouted.message(&call.method, &call.path), started),
+                    status: u.status(),
+                    body: error_body(&u.message(&call.method, &call.path), started),
                     partial: Vec::new(),
                     route: "unmatched",
-                    allow: unrouted.allow(),
+                    allow: u.allow(),
+                }
+            }
+            Err(RouteError::Bad(e)) => {
+                return Reply {
+                    status: e.status(),
+                    body: error_body(&e.to_string(), started),
+                    partial: Vec::new(),
+                    route: "unmatched",
+                    allow: None,
                 }
             }
         };
+        let topo = self.topology();
+        let limit = Duration::from_millis(topo.config.routing.timeout_ms);
+        let deadline = Instant::now() + route.timeout.map_or(limit, |t| t.min(limit));
         let ctx = Ctx {
             gw: self,
             topo: &topo,
@@ -304,87 +222,244 @@ impl Gateway {
                 .clone()
                 .unwrap_or_else(|| topo.config.server.region.clone()),
         };
-        let route = endpoint.template();
-        match ctx.route(endpoint, &params, &call.body).await {
-            Ok((value, partial)) => {
-                // The version and the seed-style API answer bare JSON; the rest, Qdrant's envelope.
-                let body = if matches!(endpoint, Endpoint::SeedSearch | Endpoint::Version) {
-                    serde_json::to_vec(&value).unwrap_or_default()
-                } else {
-                    ok_body(value, started)
-                };
+        let template = route.endpoint.template();
+        match ctx.answer(route, &call, started).await {
+            Ok(done) => Reply {
+                status: done.status,
+                body: done.body,
+                partial: done.partial,
+                route: template,
+                allow: None,
+            },
+            Err(e) => {
+                self.metrics
+                    .request_errors
+                    .with_label_values(&[template, e.kind()])
+                    .inc();
                 Reply {
-                    status: 200,
-                    body,
-                    partial,
-                    route,
+                    status: e.status(),
+                    body: error_body(&e.message(), started),
+                    partial: Vec::new(),
+                    route: template,
                     allow: None,
                 }
             }
-            Err(e) => Reply {
-                status: e.status(),
-                body: error_body(&e.to_string(), started),
-                partial: Vec::new(),
-                route,
-                allow: None,
-            },
         }
+    }
+
+    /// Records the outcome of one call to a replica of `shard`, ejecting it after repeated failures.
+    pub(crate) fn observe(
+        &self,
+        shard: &str,
+        replica: &Replica,
+        result: &Result<Answer, CallError>,
+    ) {
+        let (ok, outcome) = match result {
+            Ok(a) if a.status < 500 => (true, "ok"),
+            Ok(_) | Err(CallError::Transport(_)) => (false, "error"),
+            Err(CallError::Timeout) => (false, "timeout"),
+        };
+        self.metrics
+            .replica_calls
+            .with_label_values(&[shard, &replica.state.url, outcome])
+            .inc();
+        if replica.state.record(ok) {
+            self.metrics
+                .ejections
+                .with_label_values(&[shard, &replica.state.url])
+                .inc();
+            tracing::warn!(shard, url = %replica.state.url, "replica ejected after consecutive failures");
+        }
+    }
+
+    /// Counts and logs a hint that could not be persisted.
+    pub(crate) fn hint_disk_failure(&self, url: &str, e: &std::io::Error) {
+        self.metrics
+            .hint_failures
+            .with_label_values(&[url, "disk"])
+            .inc();
+        tracing::error!(url, error = %e, "could not persist a hint; it is kept in memory until replayed");
+    }
+
+    /// The cached schema of `collection`, if known.
+    fn cached_schema(&self, collection: &str) -> Option<Arc<CollectionConfig>> {
+        self.schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+            .cloned()
+    }
+
+    fn forget_schema(&self, collection: &str) {
+        self.schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(collection);
     }
 }
 
 /// One request's view: the topology it started on, its deadline and the caller's region.
-struct Ctx<'a> {
-    gw: &'a Gateway,
-    topo: &'a Topology,
-    deadline: Instant,
-    region: String,
+pub(crate) struct Ctx<'a> {
+    pub(crate) gw: &'a Gateway,
+    pub(crate) topo: &'a Topology,
+    pub(crate) deadline: Instant,
+    pub(crate) region: String,
 }
 
 impl Ctx<'_> {
-    async fn route(&self, endpoint: Endpoint, params: &PathParams, body: &Bytes) -> Outcome {
-        let c = params.collection.as_str();
-        let full = |v: Result<Value, Error>| v.map(|v| (v, Vec::new()));
-        match endpoint {
-            Endpoint::Version => full(Ok(
-                json!({"title": "vecgate", "version": QDRANT_API_VERSION}),
-            )),
-            Endpoint::ListCollections => self.list_collections().await,
-            Endpoint::CreateCollection => full(self.create_collection(c, body).await),
-            Endpoint::CollectionInfo => self.collection_info(c).await,
-            Endpoint::DropCollection => full(self.drop_collection(c).await),
-            Endpoint::CollectionExists => self.exists(c).await,
-            Endpoint::CreateIndex => full(self.index_op(c, &Method::PUT, "index", body).await),
-            Endpoint::DropIndex => full(
+    async fn answer(
+        &self,
+        route: Route<RawPayload>,
+        call: &Call,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
+        if let [only] = self.topo.shards.as_slice() {
+            match &only.kind {
+                ShardKind::Builtin(shard) => return self.in_process(shard, route, started).await,
+                ShardKind::Remote(_) if route.endpoint.is_read() => {
+                    return self.forward(only, route.collection.as_str(), call).await
+                }
+                ShardKind::Remote(_) => {}
+            }
+        }
+        let c = route.collection.as_str();
+        let endpoint = route.endpoint;
+        let written = |v: serde_json::Value| Ok(Done::ok(envelope(&v, started)));
+        match route.body {
+            Body::Empty => match endpoint {
+                Endpoint::Version => Ok(Done::ok(
+                    serde_json::to_vec(&json!({"title": "vecgate", "version": QDRANT_API_VERSION}))
+                        .unwrap_or_default(),
+                )),
+                Endpoint::ListCollections => self.list_collections(started).await,
+                Endpoint::CollectionInfo => self.collection_info(c, started).await,
+                Endpoint::CollectionExists => self.exists(c, started).await,
+                Endpoint::DropCollection => written(self.drop_collection(c).await?),
+                other => {
+                    Err(shardd::Error::bad(format!("{} takes a body", other.template())).into())
+                }
+            },
+            Body::CreateCollection(_) => written(self.create_collection(c, &call.body).await?),
+            Body::CreateIndex { .. } => {
+                written(self.index_op(c, &Method::PUT, "index", &call.body).await?)
+            }
+            Body::DropIndex { field } => written(
                 self.index_op(
                     c,
                     &Method::DELETE,
-                    &format!("index/{}", encode_segment(&params.field)),
-                    body,
+                    &format!("index/{}", encode_segment(&field)),
+                    &call.body,
                 )
-                .await,
+                .await?,
             ),
-            Endpoint::Upsert => full(self.upsert(c, body).await),
-            Endpoint::GetPoints => self.get_points(c, body).await,
-            Endpoint::GetPoint => self.get_point(c, &params.id).await,
-            Endpoint::DeletePoints => full(self.delete(c, body).await),
-            Endpoint::SetPayload => full(self.set_payload(c, &Method::POST, body).await),
-            Endpoint::OverwritePayload => full(self.set_payload(c, &Method::PUT, body).await),
-            Endpoint::Query => self
-                .query(c, parse_body(body))
-                .await
-                .map(|(v, p)| (json!({"points": v}), p)),
-            Endpoint::QueryGroups => self.query_groups(c, body).await,
-            Endpoint::QueryBatch => self.query_batch(c, body).await,
-            Endpoint::Search => self.search(c, parse_body(body)).await,
-            Endpoint::SearchBatch => self.search_batch(c, body).await,
-            Endpoint::Scroll => self.scroll(c, body).await,
-            Endpoint::Count => self.count(c, body).await,
-            Endpoint::SparseStats => Err(Error::NotFound(
+            Body::Upsert(points) => written(self.upsert(c, points, &call.body).await?),
+            Body::Delete(selector) => written(self.delete(c, selector, &call.body).await?),
+            Body::SetPayload {
+                selector,
+                payload,
+                key,
+                overwrite,
+            } => written(
+                self.set_payload(c, selector, payload, key, overwrite, &call.body)
+                    .await?,
+            ),
+            Body::GetPoints(req) => self.get_points(c, req, started).await,
+            Body::GetPoint(id) => self.get_point(c, id, &call.path).await,
+            Body::Scroll(req) => self.scroll(c, req, started).await,
+            Body::Count(_) => self.count(c, &call.body, started).await,
+            Body::SparseStats(_) => Err(shardd::Error::NotFound(
                 "/sparse/stats is a shard's internal endpoint; the router computes idf itself"
                     .into(),
-            )),
-            Endpoint::SeedSearch => self.seed_search(body).await,
+            )
+            .into()),
+            Body::Query(plan) => {
+                let scatter = Scatter::new(self, c);
+                let points = run(&scatter, plan).await?;
+                let partial = scatter.missing();
+                let written = Written::for_query(endpoint, points, !partial.is_empty());
+                Ok(Done {
+                    status: 200,
+                    body: written.to_bytes(false, started),
+                    partial,
+                })
+            }
+            Body::Batch(plans) => {
+                let scatter = Scatter::new(self, c);
+                let lists = join_all(plans.into_iter().map(|p| run(&scatter, p)))
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Done {
+                    status: 200,
+                    body: Written::for_batch(endpoint, lists).to_bytes(false, started),
+                    partial: scatter.missing(),
+                })
+            }
+            Body::Groups(plan) => {
+                let scatter = Scatter::new(self, c);
+                let groups = run_groups(&scatter, &plan).await?;
+                Ok(Done {
+                    status: 200,
+                    body: Written::Groups(groups).to_bytes(false, started),
+                    partial: scatter.missing(),
+                })
+            }
         }
+    }
+
+    /// Runs the request on the only shard, built in: in process, on the blocking pool.
+    async fn in_process(
+        &self,
+        shard: &Arc<shardd::Shard>,
+        route: Route<RawPayload>,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
+        let route: Route<Payload> = route
+            .map_payload(|raw| serde_json::from_str::<Payload>(raw.get()))
+            .map_err(|e| shardd::Error::bad(format!("Format error in JSON body: payload: {e}")))?;
+        let shard = shard.clone();
+        let work = tokio::task::spawn_blocking(move || api::execute(&shard, route, started));
+        match tokio::time::timeout_at(self.deadline, work).await {
+            Ok(Ok(answered)) => Ok(Done::ok(answered?)),
+            Ok(Err(e)) => {
+                Err(shardd::Error::Storage(format!("built-in shard task failed: {e}")).into())
+            }
+            Err(_) => Err(GatewayError::Unreachable(vec![ShardFailure {
+                shard: self.topo.shards[0].name.clone(),
+                attempts: vec![Attempt {
+                    replica: "built-in".into(),
+                    kind: CallKind::Timeout,
+                }],
+            }])),
+        }
+    }
+
+    /// Sends the client's own request to one replica of the only shard and passes its answer on.
+    async fn forward(
+        &self,
+        shard: &crate::topology::ShardRoute,
+        collection: &str,
+        call: &Call,
+    ) -> Result<Done, GatewayError> {
+        let path = match &call.query {
+            Some(q) => format!("{}?{q}", call.path),
+            None => call.path.clone(),
+        };
+        let answer = self
+            .read_one(
+                shard,
+                self.policy(collection),
+                &call.method,
+                &path,
+                call.body.clone(),
+            )
+            .await
+            .map_err(|f| GatewayError::Unreachable(vec![f]))?;
+        Ok(Done {
+            status: answer.status,
+            body: answer.body.to_vec(),
+            partial: Vec::new(),
+        })
     }
 
     fn policy(&self, collection: &str) -> ReadPolicy {
@@ -393,16 +468,6 @@ impl Ctx<'_> {
             .collections
             .get(collection)
             .map_or(routing.read_policy, |c| c.read_policy)
-    }
-
-    fn same_body(&self, body: &Bytes) -> Vec<Bytes> {
-        vec![body.clone(); self.topo.shards.len()]
-    }
-
-    fn all_shards(&self, body: &Bytes) -> Vec<(usize, Bytes)> {
-        (0..self.topo.shards.len())
-            .map(|i| (i, body.clone()))
-            .collect()
     }
 
     fn owner(&self, id: &PointId) -> usize {
@@ -420,24 +485,22 @@ impl Ctx<'_> {
         parts
     }
 
-    fn update_result(results: &[Value], wait: bool) -> Value {
-        let op = results
-            .iter()
-            .filter_map(|r| r["operation_id"].as_u64())
-            .max()
-            .unwrap_or(0);
-        json!({"operation_id": op, "status": if wait { "completed" } else { "acknowledged" }})
-    }
-
-    async fn schema(&self, collection: &str) -> Result<Arc<Schema>, Error> {
-        if let Some(s) = self
-            .gw
-            .schemas
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(collection)
-        {
-            return Ok(s.clone());
+    /// The configuration of `collection`, as its first shard reports it (cached).
+    pub(crate) async fn schema(
+        &self,
+        collection: &str,
+    ) -> Result<Arc<CollectionConfig>, GatewayError> {
+        if let Some(s) = self.gw.cached_schema(collection) {
+            return Ok(s);
+        }
+        #[derive(Deserialize)]
+        struct Info {
+            config: InfoConfig,
+        }
+        #[derive(Deserialize)]
+        struct InfoConfig {
+            params: serde_json::Value,
+            hnsw_config: serde_json::Value,
         }
         let path = format!("/collections/{}", encode_segment(collection));
         let shard = &self.topo.shards[0];
@@ -449,32 +512,23 @@ impl Ctx<'_> {
                 &path,
                 Bytes::new(),
             )
-            .await?;
-        let info = envelope_result(&answer)?;
-        let params = &info["config"]["params"];
-        let req: CreateCollection = from_value(json!({
+            .await
+            .map_err(|f| GatewayError::Unreachable(vec![f]))?;
+        let info: Info = read_result(&shard.name, &answer)?;
+        let params = &info.config.params;
+        let req: CreateCollection = serde_json::from_value(json!({
             "vectors": params["vectors"],
-            "sparse_vectors": params.get("sparse_vectors").cloned().unwrap_or(Value::Null),
-            "hnsw_config": info["config"]["hnsw_config"],
-        }))?;
-        let config = CollectionConfig::from_request(req)?;
-        let schema = Arc::new(Schema {
-            collection: Collection::new(collection.to_string(), config)?,
-        });
+            "sparse_vectors": params.get("sparse_vectors").cloned().unwrap_or(serde_json::Value::Null),
+            "hnsw_config": info.config.hnsw_config,
+        }))
+        .map_err(|e| shardd::Error::Storage(format!("shard {} described collection `{collection}` in an unexpected shape: {e}", shard.name)))?;
+        let schema = Arc::new(req.into_config()?);
         self.gw
             .schemas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(collection.to_string(), schema.clone());
         Ok(schema)
-    }
-
-    fn forget_schema(&self, collection: &str) {
-        self.gw
-            .schemas
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(collection);
     }
 }
 

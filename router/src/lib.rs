@@ -1,11 +1,24 @@
 //! vecgate: the query router in front of shardd shards.
 //!
-//! Building blocks so far: the config model ([`config`]), point placement ([`ring`]), replica
-//! live state ([`replica`]) and choice ([`balance`]), and the gather step of a search ([`merge`]).
+//! # Layout
+//!
+//! - `main.rs` wires the pieces; [`listener`] binds the sockets, serves pingora HTTP sessions
+//!   and drains on shutdown; [`server`] holds the two HTTP apps (client API, admin).
+//! - [`gateway`]: the request path. A request is parsed once into shardd's `Route`, given its
+//!   deadline, and answered: `reads` and `writes` hold the two kinds of work, [`scatter`] is
+//!   the query algorithm's backend over every shard, [`merge`] gathers ranked lists.
+//! - [`upstream`]: calls to one shard (pooled HTTP with deadlines, or in process);
+//!   [`error`]: the typed errors and their HTTP status.
+//! - [`topology`]: the running config (shards, ring) swapped by reload, and live state kept
+//!   across reloads; [`config`]: the TOML model and its validation; [`ring`]: placement.
+//! - Replicas: [`replica`] (live state, health, ejection), [`balance`] (read policies),
+//!   [`hints`] (missed writes, durably queued).
+//! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay,
+//!   checkpoints), [`metrics`].
 
-pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod error;
 pub mod gateway;
 pub mod hints;
 pub mod listener;
@@ -15,6 +28,7 @@ pub mod metrics;
 pub mod reload;
 pub mod replica;
 pub mod ring;
-pub mod seed;
+pub mod scatter;
 pub mod server;
 pub mod topology;
+pub mod upstream;

@@ -3,39 +3,39 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
-use shardd::output::ScoredPoint;
-use shardd::params::Distance;
+use shardd::engine::params::Distance;
+use shardd::query::Hit;
 
 /// The order every shard ranks by: score per the distance's direction, then ascending id.
-pub fn rank(distance: Distance, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
+pub fn rank<H: Hit>(distance: Distance, a: &H, b: &H) -> Ordering {
     distance
-        .cmp_scores(a.score, b.score)
-        .then_with(|| a.id.cmp(&b.id))
+        .cmp_scores(a.score(), b.score())
+        .then_with(|| a.id().cmp(&b.id()))
 }
 
 /// One list's next candidate in the k-way merge; the heap pops the best first.
-struct Head<'a> {
-    point: &'a ScoredPoint,
+struct Head<'a, H> {
+    point: &'a H,
     list: usize,
     at: usize,
     distance: Distance,
 }
 
-impl PartialEq for Head<'_> {
+impl<H: Hit> PartialEq for Head<'_, H> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Head<'_> {}
+impl<H: Hit> Eq for Head<'_, H> {}
 
-impl PartialOrd for Head<'_> {
+impl<H: Hit> PartialOrd for Head<'_, H> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Head<'_> {
+impl<H: Hit> Ord for Head<'_, H> {
     fn cmp(&self, other: &Self) -> Ordering {
         rank(self.distance, other.point, self.point)
     }
@@ -44,13 +44,13 @@ impl Ord for Head<'_> {
 /// Merges per-shard lists, each sorted best first and holding that shard's best
 /// `offset + limit`, into the global `offset..offset + limit` window. A point listed by two
 /// shards (possible only while data moves between them) is kept once, at its better rank.
-pub fn merge_top_k(
-    lists: &[Vec<ScoredPoint>],
+pub fn merge_top_k<H: Hit>(
+    lists: &[Vec<H>],
     distance: Distance,
     offset: usize,
     limit: usize,
-) -> Vec<ScoredPoint> {
-    let mut heap: BinaryHeap<Head<'_>> = lists
+) -> Vec<H> {
+    let mut heap: BinaryHeap<Head<'_, H>> = lists
         .iter()
         .enumerate()
         .filter_map(|(list, points)| {
@@ -77,7 +77,7 @@ pub fn merge_top_k(
                 distance,
             });
         }
-        if !seen.insert(point.id) {
+        if !seen.insert(point.id()) {
             continue;
         }
         if skipped < offset {
@@ -92,11 +92,19 @@ pub fn merge_top_k(
     out
 }
 
+/// Merges per-shard lists in id order (listings and scroll pages), each point once.
+pub fn merge_by_id<H: Hit>(lists: Vec<Vec<H>>) -> Vec<H> {
+    let mut all: Vec<H> = lists.into_iter().flatten().collect();
+    all.sort_by_key(Hit::id);
+    all.dedup_by_key(|p| p.id());
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use shardd::point::PointId;
+    use shardd::engine::point::{PointId, ScoredPoint};
 
     fn point(id: u64, score: f32) -> ScoredPoint {
         ScoredPoint {
@@ -104,7 +112,7 @@ mod tests {
             version: 0,
             score,
             payload: None,
-            vector: None,
+            vectors: None,
         }
     }
 
@@ -145,5 +153,10 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert_eq!(ids, vec![PointId::Num(1), PointId::Num(2), PointId::Num(3)]);
+        let by_id: Vec<PointId> = merge_by_id(lists).iter().map(|p| p.id).collect();
+        assert_eq!(
+            by_id,
+            vec![PointId::Num(1), PointId::Num(2), PointId::Num(3)]
+        );
     }
 }

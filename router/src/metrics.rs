@@ -12,6 +12,9 @@ pub struct RouterMetrics {
     pub replica_calls: IntCounterVec,
     /// Passive ejections by shard and URL.
     pub ejections: IntCounterVec,
+    /// Requests answered with an error, by route and kind (`invalid`, `rejected`, `timeout`,
+    /// `unavailable`, `unacknowledged`).
+    pub request_errors: IntCounterVec,
     /// Config reloads by result (`ok`, `invalid`).
     pub reloads: IntCounterVec,
     /// Writes waiting to be replayed to each replica.
@@ -56,6 +59,13 @@ impl RouterMetrics {
             ),
             &["shard", "url"],
         )?;
+        let request_errors = IntCounterVec::new(
+            Opts::new(
+                "vecgate_request_errors_total",
+                "Requests answered with an error, by route and kind (invalid, rejected, timeout, unavailable, unacknowledged)",
+            ),
+            &["route", "kind"],
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "vecgate_config_reloads_total",
@@ -92,11 +102,13 @@ impl RouterMetrics {
         registry.register(Box::new(replica_calls.clone()))?;
         registry.register(Box::new(ejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(request_errors.clone()))?;
         Ok(RouterMetrics {
             requests,
             latency,
             replica_calls,
             ejections,
+            request_errors,
             reloads,
             hints_pending,
             hints_replayed,

@@ -5,7 +5,7 @@
 //! The hash is part of the on-disk contract (it decides where data lives), so it is spelled out
 //! here rather than left to a dependency that could change it.
 
-use shardd::point::PointId;
+use shardd::engine::point::PointId;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Virtual nodes per shard: enough to keep shares within a few percent of even.

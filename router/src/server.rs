@@ -12,7 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
-use shardd::api::error_body;
+use shardd::api::response::error_body;
 
 use crate::gateway::{Call, Gateway};
 use crate::metrics::RouterMetrics;

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use shardd::collection::{Collection, PointWrite};
-use shardd::output::WithVector;
-use shardd::params::CollectionConfig;
-use shardd::payload::WithPayload;
-use shardd::payload_index::FieldType;
-use shardd::point::{PointId, Vector};
-use shardd::search::{QueryVector, SearchParams, SearchRequest};
+use shardd::api::request::CreateCollection;
+use shardd::engine::payload::WithPayload;
+use shardd::engine::payload_index::FieldType;
+use shardd::engine::point::PointWrite;
+use shardd::engine::point::{PointId, Vector, WithVector};
+use shardd::engine::search::{QueryVector, SearchParams, SearchRequest};
+use shardd::shard::Update;
+use shardd::{FsyncPolicy, Shard, ShardOptions};
 
 fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -29,20 +30,32 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Runs every query `runs` times; returns (p50 latency in ms, median queries/s).
-fn measure(collection: &Collection, queries: &[SearchRequest], runs: usize) -> (f64, f64) {
+fn measure(collection: &Shard, queries: &[SearchRequest], runs: usize) -> (f64, f64) {
     let mut latencies = Vec::new();
     let mut qps = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
         for q in queries {
             let t = Instant::now();
-            let (hits, _, _) = collection.search(q).expect("search");
+            let hits = collection.search("bench", q).expect("search");
             assert_eq!(hits.len(), q.limit);
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         qps.push(queries.len() as f64 / started.elapsed().as_secs_f64());
     }
     (median(latencies), median(qps))
+}
+
+/// A shard in `dir` that leaves flushing to the OS, as a benchmark's scratch space.
+fn bench_shard(dir: &std::path::Path) -> Shard {
+    let metrics = std::sync::Arc::new(
+        shardd::metrics::Metrics::new(&prometheus::Registry::new(), "bench").expect("metrics"),
+    );
+    let options = ShardOptions {
+        fsync: FsyncPolicy::Never,
+        ..ShardOptions::default()
+    };
+    Shard::open(dir, options, metrics).expect("shard")
 }
 
 fn main() {
@@ -57,9 +70,12 @@ fn main() {
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let req = json!({"vectors": {"size": dim, "distance": "Dot"}, "hnsw_config": {"m": 16, "ef_construct": 64}});
-    let config = CollectionConfig::from_request(serde_json::from_value(req).expect("config"))
-        .expect("valid config");
-    let collection = Collection::new("bench".into(), config).expect("collection");
+    let data = tempfile::tempdir().expect("temp dir");
+    let collection = bench_shard(data.path());
+    let config: CreateCollection = serde_json::from_value(req).expect("config");
+    collection
+        .create_collection("bench", config.into_config().expect("valid config"))
+        .expect("collection");
     for batch in 0..n.div_ceil(10_000) {
         let writes = (batch * 10_000..((batch + 1) * 10_000).min(n))
             .map(|i| PointWrite {
@@ -68,10 +84,8 @@ fn main() {
                 payload: json!({"tenant": format!("t{}", i % 100), "n": i, "title": format!("document {i}")}).as_object().expect("object").clone(),
             })
             .collect();
-        let writes = collection.validate(writes).expect("valid points");
         collection
-            .write()
-            .upsert(batch as u64 + 1, writes)
+            .update("bench", Update::Upsert(writes))
             .expect("upsert");
     }
     let queries: Vec<SearchRequest> = (0..nq)
@@ -90,8 +104,14 @@ fn main() {
         .collect();
     let (scan_p50, scan_qps) = measure(&collection, &queries, runs);
     collection
-        .write()
-        .create_index(u64::MAX, "tenant", FieldType::Keyword);
+        .update(
+            "bench",
+            Update::CreateIndex {
+                field: "tenant".into(),
+                kind: FieldType::Keyword,
+            },
+        )
+        .expect("index");
     let (index_p50, index_qps) = measure(&collection, &queries, runs);
     println!("{n} points x {dim}-d, filter `tenant = tX` matching 1% ({} points), limit 10, {nq} queries x {runs} runs, one thread", n / 100);
     println!();

@@ -11,13 +11,14 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shardd::collection::{Collection, PointWrite};
-use shardd::distance::l2sq;
-use shardd::output::WithVector;
-use shardd::params::CollectionConfig;
-use shardd::payload::WithPayload;
-use shardd::point::{PointId, Vector};
-use shardd::search::{QueryVector, SearchParams, SearchRequest};
+use shardd::api::request::CreateCollection;
+use shardd::engine::distance::l2sq;
+use shardd::engine::payload::WithPayload;
+use shardd::engine::point::PointWrite;
+use shardd::engine::point::{PointId, Vector, WithVector};
+use shardd::engine::search::{QueryVector, SearchParams, SearchRequest};
+use shardd::shard::Update;
+use shardd::{FsyncPolicy, Shard, ShardOptions};
 
 const M: usize = 16;
 const EF_CONSTRUCT: usize = 200;
@@ -74,6 +75,18 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// A shard in `dir` that leaves flushing to the OS, as a benchmark's scratch space.
+fn bench_shard(dir: &std::path::Path) -> Shard {
+    let metrics = std::sync::Arc::new(
+        shardd::metrics::Metrics::new(&prometheus::Registry::new(), "bench").expect("metrics"),
+    );
+    let options = ShardOptions {
+        fsync: FsyncPolicy::Never,
+        ..ShardOptions::default()
+    };
+    Shard::open(dir, options, metrics).expect("shard")
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -114,9 +127,12 @@ fn main() {
     eprintln!("{n} x {dim}-d uniform random vectors, {nq} queries, M={M}, ef_construct={EF_CONSTRUCT}, {runs} timed runs per ef");
 
     let request = json!({"vectors": {"size": dim, "distance": "Euclid"}, "hnsw_config": {"m": M, "ef_construct": EF_CONSTRUCT, "full_scan_threshold": 0}});
-    let config = CollectionConfig::from_request(serde_json::from_value(request).expect("config"))
-        .expect("valid config");
-    let collection = Collection::new("bench".into(), config).expect("collection");
+    let data = tempfile::tempdir().expect("temp dir");
+    let collection = bench_shard(data.path());
+    let config: CreateCollection = serde_json::from_value(request).expect("config");
+    collection
+        .create_collection("bench", config.into_config().expect("valid config"))
+        .expect("collection");
     let started = Instant::now();
     for (b, chunk) in base.chunks(10_000).enumerate() {
         let writes = chunk
@@ -128,10 +144,8 @@ fn main() {
                 payload: Default::default(),
             })
             .collect();
-        let writes = collection.validate(writes).expect("valid points");
         collection
-            .write()
-            .upsert(b as u64 + 1, writes)
+            .update("bench", Update::Upsert(writes))
             .expect("upsert");
     }
     let shardd_build = started.elapsed().as_secs_f64();
@@ -158,7 +172,7 @@ fn main() {
         for run in 0..runs {
             let t = Instant::now();
             for (q, want) in queries.iter().zip(&truth) {
-                let (hits, _, _) = collection.search(&req(q)).expect("search");
+                let hits = collection.search("bench", &req(q)).expect("search");
                 if run == 0 {
                     found += hits
                         .iter()

@@ -4,31 +4,35 @@
 //! per dense vector and an inverted index per sparse one. Every write goes to the WAL before it
 //! is acknowledged; snapshots bound recovery time. The same library serves the `shardd` daemon
 //! and the router's in-process built-in shards.
+//!
+//! # Layout
+//!
+//! - [`Shard`] (`shard`) is the door: the only way in for reads and writes on a data
+//!   directory (locked by [`lock`]), with its WAL, recovery and snapshot rounds.
+//! - [`api`]: the Qdrant-compatible API over a shard. `endpoint` is the route table, `route`
+//!   parses a request once into a typed [`api::Route`], `request` and `response` are the JSON
+//!   shapes (read and written without JSON trees), `filter` the filter language's wire form,
+//!   `seed` the `/v1/search` shape.
+//! - [`query`]: the one query algorithm (prefetch, fusion, rescoring, MMR, groups) over a
+//!   [`query::Backend`]; `local` is a shard's own backend; the router brings its scatter.
+//! - `engine`: collections and their points (`collection`), search planning (`search`), the
+//!   HNSW graph (`hnsw`) and its kernels (`distance`), sparse vectors (`sparse`), payloads and
+//!   their indexes (`payload`, `payload_index`), filters (`filter`), text tokens (`text`),
+//!   parameters (`params`) and the point model (`point`).
+//! - `storage`: the write-ahead log (`wal`), the logged operations (`ops`) and snapshots.
+//! - [`server`] (the daemon's HTTP server), [`metrics`], [`logs`], [`error`].
 
 pub mod api;
-pub mod collection;
-pub mod distance;
+pub mod engine;
 pub mod error;
-pub mod filter;
-pub mod fusion;
-pub mod groups;
-pub mod hnsw;
 pub mod lock;
 pub mod logs;
 pub mod metrics;
-pub mod mmr;
-pub mod ops;
-pub mod output;
-pub mod params;
-pub mod payload;
-pub mod payload_index;
-pub mod point;
-pub mod search;
+pub mod query;
 pub mod server;
 pub mod shard;
-pub mod snapshot;
-pub mod sparse;
-pub mod wal;
-pub mod wire;
+mod storage;
 
 pub use error::{Error, Result};
+pub use shard::{Shard, ShardOptions};
+pub use storage::wal::FsyncPolicy;

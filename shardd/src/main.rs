@@ -13,7 +13,7 @@ use shardd::lock::DirLock;
 use shardd::metrics::Metrics;
 use shardd::server::{serve, AppState};
 use shardd::shard::{Shard, ShardOptions};
-use shardd::wal::FsyncPolicy;
+use shardd::FsyncPolicy;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// One Vecgate shard: an HNSW index, payloads and a WAL for every collection.

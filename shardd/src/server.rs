@@ -20,7 +20,7 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 
-use crate::api::{self, error_body};
+use crate::api::{self, response::error_body};
 use crate::shard::Shard;
 
 /// How long a client may take to send its request headers, and then its body.

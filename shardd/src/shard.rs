@@ -12,25 +12,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use crate::collection::{Collection, PointWrite};
+use crate::engine::collection::Collection;
+use crate::engine::filter::Filter;
+use crate::engine::params::CollectionConfig;
+use crate::engine::payload::WithPayload;
+use crate::engine::payload_index::FieldType;
+use crate::engine::point::PointWrite;
+use crate::engine::point::{Payload, PointId, ScoredPoint, WithVector};
+use crate::engine::search::SearchRequest;
+use crate::engine::sparse::IdfStats;
 use crate::error::{Error, Result};
-use crate::filter::{Condition, Filter};
-use crate::fusion::fuse;
 use crate::lock::DirLock;
 use crate::metrics::Metrics;
-use crate::mmr;
-use crate::ops::Op;
-use crate::output::ScoredPoint;
-use crate::output::WithVector;
-use crate::params::CollectionConfig;
-use crate::params::Distance;
-use crate::payload::WithPayload;
-use crate::payload_index::FieldType;
-use crate::point::{Payload, PointId};
-use crate::search::SearchRequest;
-use crate::snapshot;
-use crate::wal::{FsyncPolicy, Wal};
-use crate::wire::{Stage, StageQuery};
+use crate::query::plan::ListRequest;
+use crate::storage::ops::Op;
+use crate::storage::snapshot;
+use crate::storage::wal::{FsyncPolicy, Wal};
 
 /// How a shard stores its data.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +45,18 @@ impl Default for ShardOptions {
             wal_segment_bytes: 64 << 20,
         }
     }
+}
+
+/// What `GET /collections/{c}` reports of a collection.
+pub struct CollectionInfo {
+    /// Its configuration.
+    pub config: CollectionConfig,
+    /// Number of points.
+    pub points: usize,
+    /// Vectors in HNSW indexes, over all dense names.
+    pub indexed_vectors: usize,
+    /// Indexed payload fields: name, type, points with a value there.
+    pub payload_schema: Vec<(String, FieldType, usize)>,
 }
 
 /// Which points a write applies to.
@@ -219,8 +228,7 @@ impl Shard {
         &self.metrics
     }
 
-    /// A collection by name.
-    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+    fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         self.collections
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -356,6 +364,23 @@ impl Shard {
         Ok(seq)
     }
 
+    /// The configuration of a collection.
+    pub fn config(&self, name: &str) -> Result<CollectionConfig> {
+        Ok(self.collection(name)?.config.clone())
+    }
+
+    /// What `GET /collections/{c}` reports of a collection.
+    pub fn info(&self, name: &str) -> Result<CollectionInfo> {
+        let c = self.collection(name)?;
+        let points = c.read();
+        Ok(CollectionInfo {
+            config: c.config.clone(),
+            points: points.len(),
+            indexed_vectors: points.indexed_vectors(),
+            payload_schema: points.payload_schema(),
+        })
+    }
+
     /// Runs a search and counts its plan.
     pub fn search(&self, name: &str, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
         let (points, plan, filter) = self.collection(name)?.search(req)?;
@@ -372,69 +397,60 @@ impl Shard {
         Ok(points)
     }
 
-    /// Runs one stage of a universal query: a search (over the prefetched points when there
-    /// are prefetches, re-ranked by MMR when asked), or the fusion of its prefetches (each run
-    /// here first, to its own limit).
-    pub fn query_stage(
+    /// Points matching a filter in id order (a query without a vector).
+    pub fn list(&self, name: &str, req: &ListRequest) -> Result<Vec<ScoredPoint>> {
+        Ok(self.collection(name)?.read().list(
+            req.filter.as_ref(),
+            req.offset,
+            req.limit,
+            &req.with_payload,
+            &req.with_vector,
+        ))
+    }
+
+    /// Points by id, in the order asked, skipping missing ones.
+    pub fn get(
         &self,
         name: &str,
-        stage: &Stage,
+        ids: &[PointId],
         with_payload: &WithPayload,
         with_vector: &WithVector,
     ) -> Result<Vec<ScoredPoint>> {
-        let lists = stage
-            .prefetch
-            .iter()
-            .map(|p| self.query_stage(name, p, with_payload, with_vector))
-            .collect::<Result<Vec<_>>>()?;
-        let vector = match &stage.query {
-            StageQuery::Fusion(f) if !lists.is_empty() => {
-                return Ok(fused_top(fuse(lists, f)?, stage))
-            }
-            StageQuery::Fusion(_) => {
-                return Err(Error::bad("query: fusion needs prefetches to fuse"))
-            }
-            StageQuery::Nearest(v) => v,
-        };
-        let filter = if stage.prefetch.is_empty() {
-            stage.filter.clone()
-        } else {
-            Some(among(&lists, stage.filter.as_ref()))
-        };
-        let (limit, fetch) = candidates_for(stage, with_vector);
-        let request = SearchRequest {
-            using: stage.using.clone(),
-            vector: vector.clone(),
-            filter,
-            limit,
-            offset: 0,
-            score_threshold: stage.score_threshold,
-            params: stage.params,
-            with_payload: with_payload.clone(),
-            with_vector: fetch,
-            idf: stage.idf.clone(),
-        };
-        let found = self.search(name, &request)?;
-        Ok(match stage.mmr {
-            Some(params) => {
-                let distance = self
-                    .collection(name)?
-                    .config
-                    .vectors
-                    .get(&stage.using)
-                    .map_or(Distance::Dot, |p| p.distance);
-                mmr::rerank(
-                    found,
-                    vector,
-                    &stage.using,
-                    distance,
-                    params,
-                    stage.limit,
-                    with_vector,
-                )
-            }
-            None => found,
-        })
+        Ok(self
+            .collection(name)?
+            .read()
+            .get(ids, with_payload, with_vector))
+    }
+
+    /// A page of points in id order from `offset` on, and the id the next page starts at.
+    pub fn scroll(
+        &self,
+        name: &str,
+        offset: Option<PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+    ) -> Result<(Vec<ScoredPoint>, Option<PointId>)> {
+        Ok(self
+            .collection(name)?
+            .read()
+            .scroll(offset, limit, filter, with_payload, with_vector))
+    }
+
+    /// Number of points matching `filter` (all without one).
+    pub fn count(&self, name: &str, filter: Option<&Filter>) -> Result<usize> {
+        Ok(self.collection(name)?.read().count(filter))
+    }
+
+    /// Document frequencies of sparse vector `using` for `dims`, which the router sums for
+    /// collection-wide idf.
+    pub fn sparse_stats(&self, name: &str, using: &str, dims: &[u32]) -> Result<IdfStats> {
+        let c = self.collection(name)?;
+        let points = c.read();
+        points
+            .sparse_stats(using, dims)
+            .ok_or_else(|| c.unknown_vector(using, "sparse"))
     }
 
     /// Snapshots every collection changed since its last snapshot, then deletes the WAL
@@ -494,38 +510,6 @@ impl Shard {
     }
 }
 
-/// How many points a nearest stage fetches, and with which vectors: MMR picks from
-/// `candidates_limit` points and needs their vectors.
-pub fn candidates_for(stage: &Stage, with_vector: &WithVector) -> (usize, WithVector) {
-    match stage.mmr {
-        Some(m) => (
-            m.candidates_limit.unwrap_or(stage.limit).max(stage.limit),
-            mmr::fetch_vectors(with_vector, &stage.using),
-        ),
-        None => (stage.limit, with_vector.clone()),
-    }
-}
-
-/// A fused list cut to the stage: `score_threshold` on fused scores, then `limit`.
-pub fn fused_top(mut fused: Vec<ScoredPoint>, stage: &Stage) -> Vec<ScoredPoint> {
-    if let Some(t) = stage.score_threshold {
-        fused.retain(|p| p.score >= t);
-    }
-    fused.truncate(stage.limit);
-    fused
-}
-
-/// The filter of a rescoring stage: the prefetched points that also pass the stage's filter.
-pub fn among(lists: &[Vec<ScoredPoint>], filter: Option<&Filter>) -> Filter {
-    let ids = lists.iter().flatten().map(|p| p.id).collect();
-    let mut must = vec![Condition::HasId(ids)];
-    must.extend(filter.cloned().map(Condition::Filter));
-    Filter {
-        must,
-        ..Filter::default()
-    }
-}
-
 fn encode(op: &Op) -> Result<Vec<u8>> {
     serde_json::to_vec(op).map_err(|e| Error::Storage(format!("encoding WAL record: {e}")))
 }
@@ -533,7 +517,7 @@ fn encode(op: &Op) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::point::Vector;
+    use crate::engine::point::Vector;
     use serde_json::json;
 
     fn open(dir: &Path) -> Shard {
@@ -542,9 +526,11 @@ mod tests {
     }
 
     fn config() -> CollectionConfig {
-        CollectionConfig::from_request(
-            serde_json::from_value(json!({"vectors": {"size": 2, "distance": "Dot"}})).unwrap(),
+        serde_json::from_value::<crate::api::request::CreateCollection>(
+            json!({"vectors": {"size": 2, "distance": "Dot"}}),
         )
+        .unwrap()
+        .into_config()
         .unwrap()
     }
 

@@ -1,18 +1,44 @@
 //! Reads from shards: one replica per shard by the read policy, retried on another, and
-//! scattered over every shard, then gathered (lists, counts, scroll pages, points by id).
+//! scattered over every shard, then gathered (collections, counts, scroll pages, points by id).
 
-use super::*;
+use std::collections::HashMap;
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::Method;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shardd::api::request::{GetPointsRequest, ScrollRequest};
+use shardd::api::response::{envelope, Answer as Written};
+use shardd::engine::point::PointId;
+use tokio::time::Instant;
+
+use super::{encode_segment, read_result, Ctx, Done};
+use crate::balance::pick;
+use crate::config::ReadPolicy;
+use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
+use crate::merge::merge_by_id;
+use crate::scatter::RawHit;
+use crate::topology::{ShardKind, ShardRoute};
+use crate::upstream::{call_builtin, Answer, CallError};
 
 impl Ctx<'_> {
-    /// Reads from one replica of `shard`, retrying other replicas on failure until the deadline.
-    pub(super) async fn read_one(
+    /// Reads from one replica of `shard`, retrying other replicas on failure until the
+    /// deadline; an answer below 500 (a 4xx included) ends the read.
+    pub(crate) async fn read_one(
         &self,
         shard: &ShardRoute,
         policy: ReadPolicy,
         method: &Method,
         path: &str,
         body: Bytes,
-    ) -> Result<Answer, Error> {
+    ) -> Result<Answer, ShardFailure> {
+        let failed = |attempts| ShardFailure {
+            shard: shard.name.clone(),
+            attempts,
+        };
         match &shard.kind {
             ShardKind::Builtin(s) => call_builtin(
                 s.clone(),
@@ -22,23 +48,23 @@ impl Ctx<'_> {
                 self.deadline,
             )
             .await
-            .map_err(|e| match e {
-                CallError::Timeout => Error::Timeout(format!("shard {}: timed out", shard.name)),
-                e => Error::Unavailable(format!("shard {}: {e}", shard.name)),
+            .map_err(|e| {
+                failed(vec![Attempt {
+                    replica: "built-in".into(),
+                    kind: kind_of(e),
+                }])
             }),
             ShardKind::Remote(replicas) => {
                 let mut tried = Vec::new();
-                let mut last = String::from("no replica is available");
-                let mut timed_out = false;
+                let mut attempts = Vec::new();
                 while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
                     tried.push(i);
                     let r = &replicas[i];
                     // While another replica could still answer, one attempt may use half of
                     // what is left, so a hung replica costs a retry rather than the request.
                     let now = Instant::now();
-                    let others_left = replicas.len() > tried.len();
                     let left = self.deadline.saturating_duration_since(now);
-                    let attempt_deadline = if others_left {
+                    let attempt_deadline = if replicas.len() > tried.len() {
                         now + left / 2
                     } else {
                         self.deadline
@@ -50,94 +76,86 @@ impl Ctx<'_> {
                         .call(&r.state.url, method, path, body.clone(), attempt_deadline)
                         .await;
                     self.gw.observe(&shard.name, r, &result);
-                    timed_out = matches!(result, Err(CallError::Timeout));
-                    match result {
+                    let kind = match result {
                         Ok(a) if a.status < 500 => return Ok(a),
-                        Ok(a) => last = format!("{} answered {}", r.state.url, a.status),
-                        Err(CallError::Timeout) => last = format!("{} timed out", r.state.url),
-                        Err(e) => last = format!("{}: {e}", r.state.url),
-                    }
+                        Ok(a) => CallKind::Status(a.status),
+                        Err(e) => kind_of(e),
+                    };
+                    attempts.push(Attempt {
+                        replica: r.state.url.clone(),
+                        kind,
+                    });
                 }
-                let message = format!("shard {}: {last}", shard.name);
-                Err(if timed_out {
-                    Error::Timeout(message)
-                } else {
-                    Error::Unavailable(message)
-                })
+                Err(failed(attempts))
             }
         }
     }
 
-    /// Reads from every shard; failed shards are named, and tolerated only with `allow_partial`.
-    pub(super) async fn scatter(
+    /// Reads `method path` with `body` from every shard and reads each answer's result;
+    /// shards that did not answer are named, and tolerated only with `allow_partial`.
+    pub(crate) async fn scatter<T: DeserializeOwned>(
         &self,
         collection: &str,
         method: &Method,
         path: &str,
-        bodies: Vec<Bytes>,
-    ) -> Result<(Vec<Value>, Vec<String>), Error> {
+        body: Bytes,
+    ) -> Result<(Vec<T>, Vec<String>), GatewayError> {
         let policy = self.policy(collection);
-        let calls = self
-            .topo
-            .shards
-            .iter()
-            .zip(bodies)
-            .map(|(shard, body)| self.read_one(shard, policy, method, path, body));
-        let answers = join_all(calls).await;
-        let mut results = Vec::new();
-        let mut missing = Vec::new();
+        let answers = join_all(
+            self.topo
+                .shards
+                .iter()
+                .map(|shard| self.read_one(shard, policy, method, path, body.clone())),
+        )
+        .await;
+        let mut results = Vec::with_capacity(answers.len());
         let mut failures = Vec::new();
         for (shard, answer) in self.topo.shards.iter().zip(answers) {
             match answer {
-                Ok(a) => results.push(envelope_result(&a)?),
-                Err(why) => {
-                    missing.push(shard.name.clone());
-                    failures.push(why);
-                }
+                Ok(a) => results.push(read_result(&shard.name, &a)?),
+                Err(f) => failures.push(f),
             }
         }
-        if !missing.is_empty() && (!self.topo.config.routing.allow_partial || results.is_empty()) {
-            let message = failures
-                .iter()
-                .map(Error::detail)
-                .collect::<Vec<_>>()
-                .join("; ");
-            let all_timed_out = failures.iter().all(|e| matches!(e, Error::Timeout(_)));
-            return Err(if all_timed_out {
-                Error::Timeout(message)
-            } else {
-                Error::Unavailable(message)
-            });
+        if !failures.is_empty() && (!self.topo.config.routing.allow_partial || results.is_empty()) {
+            return Err(GatewayError::Unreachable(failures));
         }
-        Ok((results, missing))
+        Ok((results, failures.into_iter().map(|f| f.shard).collect()))
     }
 
-    pub(super) async fn list_collections(&self) -> Outcome {
-        let (results, missing) = self
-            .scatter(
-                "",
-                &Method::GET,
-                "/collections",
-                self.same_body(&Bytes::new()),
-            )
+    pub(super) async fn list_collections(&self, started: StdInstant) -> Result<Done, GatewayError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            collections: Vec<Named>,
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let (lists, partial) = self
+            .scatter::<Listed>("", &Method::GET, "/collections", Bytes::new())
             .await?;
-        let mut names: Vec<String> = results
-            .iter()
-            .flat_map(|r| r["collections"].as_array().cloned().unwrap_or_default())
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
+        let mut names: Vec<String> = lists
+            .into_iter()
+            .flat_map(|l| l.collections.into_iter().map(|c| c.name))
             .collect();
         names.sort();
         names.dedup();
-        Ok((
-            json!({"collections": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()}),
-            missing,
-        ))
+        let collections: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+        Ok(Done {
+            status: 200,
+            body: envelope(&json!({ "collections": collections }), started),
+            partial,
+        })
     }
 
-    pub(super) async fn collection_info(&self, c: &str) -> Outcome {
+    pub(super) async fn collection_info(
+        &self,
+        c: &str,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
         let path = format!("/collections/{}", encode_segment(c));
-        let (results, missing) = self
-            .scatter(c, &Method::GET, &path, self.same_body(&Bytes::new()))
+        let (results, partial) = self
+            .scatter::<Value>(c, &Method::GET, &path, Bytes::new())
             .await?;
         let mut info = results.first().cloned().unwrap_or(Value::Null);
         for key in ["points_count", "indexed_vectors_count"] {
@@ -153,87 +171,139 @@ impl Ctx<'_> {
                 info["payload_schema"][field]["points"] = json!(points);
             }
         }
-        Ok((info, missing))
+        Ok(Done {
+            status: 200,
+            body: envelope(&info, started),
+            partial,
+        })
     }
 
-    pub(super) async fn exists(&self, c: &str) -> Outcome {
+    pub(super) async fn exists(&self, c: &str, started: StdInstant) -> Result<Done, GatewayError> {
+        #[derive(Deserialize)]
+        struct Exists {
+            exists: bool,
+        }
         let path = format!("/collections/{}/exists", encode_segment(c));
-        let (results, missing) = self
-            .scatter(c, &Method::GET, &path, self.same_body(&Bytes::new()))
+        let (results, partial) = self
+            .scatter::<Exists>(c, &Method::GET, &path, Bytes::new())
             .await?;
-        Ok((
-            json!({"exists": results.iter().any(|r| r["exists"] == json!(true))}),
-            missing,
-        ))
+        Ok(Done {
+            status: 200,
+            body: envelope(
+                &json!({"exists": results.iter().any(|r| r.exists)}),
+                started,
+            ),
+            partial,
+        })
     }
 
-    pub(super) async fn get_points(&self, c: &str, body: &Bytes) -> Outcome {
-        let req: GetPointsRequest = parse_body(body)?;
+    pub(super) async fn get_points(
+        &self,
+        c: &str,
+        req: GetPointsRequest,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
         let path = format!("/collections/{}/points", encode_segment(c));
         let policy = self.policy(c);
         let parts = self.by_owner(req.ids.clone(), |id| *id);
-        let calls = parts.iter().map(|(&i, ids)| {
-            let body = to_body(&json!({"ids": ids, "with_payload": req.with_payload, "with_vector": req.with_vector}));
-            self.read_one(&self.topo.shards[i], policy, &Method::POST, &path, body)
-        });
-        let mut found: HashMap<PointId, Value> = HashMap::new();
-        for answer in join_all(calls).await {
-            let records: Vec<Record> = from_value(envelope_result(&answer?)?)?;
-            for r in records {
-                found.insert(r.id, serde_json::to_value(&r).unwrap_or(Value::Null));
+        let calls = parts.into_iter().map(|(i, ids)| {
+            let body = serde_json::to_vec(&GetPointsRequest {
+                ids,
+                with_payload: req.with_payload.clone(),
+                with_vector: req.with_vector.clone(),
+            })
+            .unwrap_or_default();
+            let shard = &self.topo.shards[i];
+            let path = &path;
+            async move {
+                let answer = self
+                    .read_one(shard, policy, &Method::POST, path, body.into())
+                    .await
+                    .map_err(|f| GatewayError::Unreachable(vec![f]))?;
+                read_result::<Vec<RawHit>>(&shard.name, &answer)
             }
+        });
+        let mut found: HashMap<PointId, RawHit> = HashMap::new();
+        for records in join_all(calls).await {
+            found.extend(records?.into_iter().map(|r| (r.id, r)));
         }
-        let ordered: Vec<Value> = req.ids.iter().filter_map(|id| found.remove(id)).collect();
-        Ok((Value::Array(ordered), Vec::new()))
+        let ordered: Vec<RawHit> = req.ids.iter().filter_map(|id| found.remove(id)).collect();
+        Ok(Done::ok(Written::Records(ordered).to_bytes(false, started)))
     }
 
-    pub(super) async fn get_point(&self, c: &str, id: &str) -> Outcome {
-        let parsed = PointId::parse(id)?;
-        let shard = &self.topo.shards[self.owner(&parsed)];
-        let path = format!(
-            "/collections/{}/points/{}",
-            encode_segment(c),
-            encode_segment(id)
-        );
+    pub(super) async fn get_point(
+        &self,
+        c: &str,
+        id: PointId,
+        path: &str,
+    ) -> Result<Done, GatewayError> {
+        let shard = &self.topo.shards[self.owner(&id)];
         let answer = self
-            .read_one(shard, self.policy(c), &Method::GET, &path, Bytes::new())
-            .await?;
-        Ok((envelope_result(&answer)?, Vec::new()))
+            .read_one(shard, self.policy(c), &Method::GET, path, Bytes::new())
+            .await
+            .map_err(|f| GatewayError::Unreachable(vec![f]))?;
+        Ok(Done {
+            status: answer.status,
+            body: answer.body.to_vec(),
+            partial: Vec::new(),
+        })
     }
 
-    pub(super) async fn scroll(&self, c: &str, body: &Bytes) -> Outcome {
-        let req: ScrollRequest = parse_body(body)?;
-        let limit = req.limit.unwrap_or(10);
-        wire::check_limit(limit, 0)?;
-        let mut shard_body: Value = parse_body(body)?;
-        shard_body["limit"] = json!(limit + 1);
-        let path = format!("/collections/{}/points/scroll", encode_segment(c));
-        let (results, missing) = self
-            .scatter(
-                c,
-                &Method::POST,
-                &path,
-                self.same_body(&to_body(&shard_body)),
-            )
-            .await?;
-        let mut all: Vec<Record> = Vec::new();
-        for r in results {
-            all.extend(from_value::<Vec<Record>>(r["points"].clone())?);
+    pub(super) async fn scroll(
+        &self,
+        c: &str,
+        mut req: ScrollRequest,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
+        #[derive(Deserialize)]
+        struct Page {
+            points: Vec<RawHit>,
         }
-        all.sort_by_key(|p| p.id);
+        let limit = req.page()?;
+        req.limit = Some(limit + 1);
+        let path = format!("/collections/{}/points/scroll", encode_segment(c));
+        let body = serde_json::to_vec(&req).unwrap_or_default();
+        let (pages, partial) = self
+            .scatter::<Page>(c, &Method::POST, &path, body.into())
+            .await?;
+        let mut all = merge_by_id(pages.into_iter().map(|p| p.points).collect());
         let next = all.get(limit).map(|r| r.id);
         all.truncate(limit);
-        Ok((json!({"points": all, "next_page_offset": next}), missing))
+        Ok(Done {
+            status: 200,
+            body: Written::Scroll(all, next).to_bytes(false, started),
+            partial,
+        })
     }
 
-    pub(super) async fn count(&self, c: &str, body: &Bytes) -> Outcome {
+    pub(super) async fn count(
+        &self,
+        c: &str,
+        body: &Bytes,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
+        #[derive(Deserialize)]
+        struct Count {
+            count: u64,
+        }
         let path = format!("/collections/{}/points/count", encode_segment(c));
-        let (results, missing) = self
-            .scatter(c, &Method::POST, &path, self.same_body(body))
+        let (counts, partial) = self
+            .scatter::<Count>(c, &Method::POST, &path, body.clone())
             .await?;
-        Ok((
-            json!({"count": results.iter().filter_map(|r| r["count"].as_u64()).sum::<u64>()}),
-            missing,
-        ))
+        Ok(Done {
+            status: 200,
+            body: envelope(
+                &json!({"count": counts.iter().map(|c| c.count).sum::<u64>()}),
+                started,
+            ),
+            partial,
+        })
+    }
+}
+
+fn kind_of(e: CallError) -> CallKind {
+    match e {
+        CallError::Timeout => CallKind::Timeout,
+        CallError::Transport(t) => CallKind::Transport(t),
     }
 }

@@ -1,7 +1,21 @@
 //! Writes to shards: every replica of each owning shard, acknowledgements counted against the
 //! consistency level, and hints kept for replicas that missed a write.
 
-use super::*;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::Method;
+use serde::Deserialize;
+use serde_json::Value;
+use shardd::api::request::{DeleteRequest, SetPayloadRequest, UpsertOut};
+use shardd::api::update_result;
+use shardd::engine::point::PointWrite;
+use shardd::shard::Selector;
+
+use super::{encode_segment, read_result, Ctx, RawPayload};
+use crate::error::GatewayError;
+use crate::hints::Hint;
+use crate::topology::{ShardKind, ShardRoute};
+use crate::upstream::{call_builtin, Answer, CallError};
 
 /// Acknowledgements of one shard's part of a write.
 struct ShardWrite {
@@ -10,6 +24,12 @@ struct ShardWrite {
     replicas: usize,
     answers: Vec<Answer>,
     failures: Vec<String>,
+}
+
+/// `{"operation_id"}` of a write's answer.
+#[derive(Deserialize)]
+struct Written {
+    operation_id: Option<u64>,
 }
 
 impl Ctx<'_> {
@@ -58,25 +78,17 @@ impl Ctx<'_> {
                             body: String::from_utf8_lossy(&body).into_owned(),
                         };
                         if let Some(log) = r.state.hints() {
-                            match log.queue_if_lagging(&hint) {
-                                Ok(false) => {}
-                                Ok(true) => {
-                                    return (
-                                        r,
-                                        Err(CallError::Transport(
-                                            "queued behind writes it missed".into(),
-                                        )),
-                                    )
-                                }
-                                Err(e) => {
-                                    self.gw.hint_disk_failure(&r.state.url, &e);
-                                    return (
-                                        r,
-                                        Err(CallError::Transport(
-                                            "queued behind writes it missed".into(),
-                                        )),
-                                    );
-                                }
+                            let queued = log.queue_if_lagging(&hint).unwrap_or_else(|e| {
+                                self.gw.hint_disk_failure(&r.state.url, &e);
+                                true
+                            });
+                            if queued {
+                                return (
+                                    r,
+                                    Err(CallError::Transport(
+                                        "queued behind writes it missed".into(),
+                                    )),
+                                );
                             }
                         }
                         let _in_flight = r.state.start();
@@ -128,22 +140,24 @@ impl Ctx<'_> {
     }
 
     /// Writes to the given shards, each with its own body, and checks every one reached its
-    /// consistency level. A client error from any replica is returned as is.
-    pub(super) async fn write(
+    /// consistency level; returns every acknowledging answer with its shard's name. A client
+    /// error from any replica is returned as it was written.
+    async fn write_answers(
         &self,
         method: &Method,
         path: &str,
         parts: Vec<(usize, Bytes)>,
-    ) -> Result<Vec<Value>, Error> {
+    ) -> Result<Vec<(String, Answer)>, GatewayError> {
         let calls = parts.into_iter().map(|(i, body)| {
             let shard = &self.topo.shards[i];
             async move { (shard, self.write_shard(shard, method, path, body).await) }
         });
-        let mut results = Vec::new();
+        let mut acknowledged = Vec::new();
         let mut short = Vec::new();
         for (shard, w) in join_all(calls).await {
-            if let Some(client_error) = w.answers.iter().find(|a| (400..500).contains(&a.status)) {
-                return Err(envelope_result(client_error).expect_err("4xx answers are errors"));
+            if let Some(refused) = w.answers.iter().find(|a| (400..500).contains(&a.status)) {
+                return Err(read_result::<Value>(&shard.name, refused)
+                    .expect_err("4xx answers are refusals"));
             }
             if w.acks < w.needed {
                 short.push(format!(
@@ -155,39 +169,88 @@ impl Ctx<'_> {
                     w.failures.join(", ")
                 ));
             }
-            if let Some(a) = w.answers.iter().find(|a| a.status == 200) {
-                results.push(envelope_result(a)?);
-            }
+            acknowledged.extend(
+                w.answers
+                    .into_iter()
+                    .filter(|a| a.status == 200)
+                    .map(|a| (shard.name.clone(), a)),
+            );
         }
         if !short.is_empty() {
-            return Err(Error::Unavailable(format!(
-                "write not acknowledged: {}",
-                short.join("; ")
-            )));
+            return Err(GatewayError::Unacknowledged(short));
         }
-        Ok(results)
+        Ok(acknowledged)
     }
 
-    pub(super) async fn create_collection(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
-        let req: CreateCollection = parse_body(body)?;
-        CollectionConfig::from_request(req)?;
+    /// A write of points: answered with Qdrant's update result (the highest operation id).
+    async fn write(
+        &self,
+        method: &Method,
+        path: &str,
+        parts: Vec<(usize, Bytes)>,
+    ) -> Result<Value, GatewayError> {
+        let mut operation = 0;
+        for (shard, a) in self.write_answers(method, path, parts).await? {
+            if let Some(op) = read_result::<Written>(&shard, &a)?.operation_id {
+                operation = operation.max(op);
+            }
+        }
+        Ok(update_result(operation, true))
+    }
+
+    fn all_shards(&self, body: &Bytes) -> Vec<(usize, Bytes)> {
+        (0..self.topo.shards.len())
+            .map(|i| (i, body.clone()))
+            .collect()
+    }
+
+    /// Per-shard bodies: the client's own when one shard takes everything, else `part`'s
+    /// encoding of each shard's share.
+    fn parts<T>(
+        &self,
+        items: Vec<T>,
+        id: impl Fn(&T) -> shardd::engine::point::PointId,
+        original: &Bytes,
+        part: impl Fn(Vec<T>) -> Vec<u8>,
+    ) -> Vec<(usize, Bytes)> {
+        let by_owner = self.by_owner(items, id);
+        if by_owner.len() == 1 && self.topo.shards.len() == 1 {
+            return by_owner
+                .into_keys()
+                .map(|i| (i, original.clone()))
+                .collect();
+        }
+        by_owner
+            .into_iter()
+            .map(|(i, share)| (i, Bytes::from(part(share))))
+            .collect()
+    }
+
+    pub(super) async fn create_collection(
+        &self,
+        c: &str,
+        body: &Bytes,
+    ) -> Result<Value, GatewayError> {
         shardd::shard::validate_name(c)?;
-        self.forget_schema(c);
+        self.gw.forget_schema(c);
         let path = format!("/collections/{}", encode_segment(c));
-        self.write(&Method::PUT, &path, self.all_shards(body))
+        self.write_answers(&Method::PUT, &path, self.all_shards(body))
             .await?;
         Ok(Value::Bool(true))
     }
 
-    pub(super) async fn drop_collection(&self, c: &str) -> Result<Value, Error> {
-        self.forget_schema(c);
+    /// Drops a collection everywhere; `true` when some shard had it.
+    pub(super) async fn drop_collection(&self, c: &str) -> Result<Value, GatewayError> {
+        self.gw.forget_schema(c);
         let path = format!("/collections/{}", encode_segment(c));
-        let results = self
-            .write(&Method::DELETE, &path, self.all_shards(&Bytes::new()))
+        let answers = self
+            .write_answers(&Method::DELETE, &path, self.all_shards(&Bytes::new()))
             .await?;
-        Ok(Value::Bool(
-            results.iter().any(|r| r.as_bool() == Some(true)),
-        ))
+        let mut dropped = false;
+        for (shard, a) in answers {
+            dropped |= read_result::<bool>(&shard, &a)?;
+        }
+        Ok(Value::Bool(dropped))
     }
 
     /// Creates or drops a payload index on every replica of every shard.
@@ -197,73 +260,90 @@ impl Ctx<'_> {
         method: &Method,
         suffix: &str,
         body: &Bytes,
-    ) -> Result<Value, Error> {
+    ) -> Result<Value, GatewayError> {
         let path = format!("/collections/{}/{suffix}?wait=true", encode_segment(c));
-        let results = self.write(method, &path, self.all_shards(body)).await?;
-        Ok(Self::update_result(&results, true))
+        self.write(method, &path, self.all_shards(body)).await
     }
 
-    pub(super) async fn upsert(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
-        let points = parse_body::<UpsertRequest>(body)?.into_points()?;
-        let schema = self.schema(c).await?;
-        schema.collection.validate(points.clone())?;
-        let path = format!("/collections/{}/points?wait=true", encode_segment(c));
-        let parts = self
-            .by_owner(points, |p| p.id)
-            .into_iter()
-            .map(|(i, pts)| {
-                (
-                    i,
-                    to_body(&json!({"points": pts.iter().map(point_json).collect::<Vec<_>>()})),
-                )
-            })
-            .collect();
-        let results = self.write(&Method::PUT, &path, parts).await?;
-        Ok(Self::update_result(&results, true))
-    }
-
-    pub(super) async fn delete(&self, c: &str, body: &Bytes) -> Result<Value, Error> {
-        let req: DeleteRequest = parse_body(body)?;
-        let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
-        let parts = match (req.points, req.filter) {
-            (Some(ids), None) => self
-                .by_owner(ids, |id| *id)
-                .into_iter()
-                .map(|(i, ids)| (i, to_body(&json!({"points": ids}))))
-                .collect(),
-            (None, Some(_)) => self.all_shards(body),
-            _ => return Err(Error::bad("give exactly one of `points` (ids) or `filter`")),
+    pub(super) async fn upsert(
+        &self,
+        c: &str,
+        points: Vec<PointWrite<Option<RawPayload>>>,
+        original: &Bytes,
+    ) -> Result<Value, GatewayError> {
+        let points = if self.topo.shards.len() == 1 {
+            points
+        } else {
+            self.schema(c).await?.check(c, points)?
         };
-        let results = self.write(&Method::POST, &path, parts).await?;
-        Ok(Self::update_result(&results, true))
+        let path = format!("/collections/{}/points?wait=true", encode_segment(c));
+        let parts = self.parts(
+            points,
+            |p| p.id,
+            original,
+            |share: Vec<PointWrite<Option<RawPayload>>>| {
+                serde_json::to_vec(&UpsertOut(share.as_slice())).unwrap_or_default()
+            },
+        );
+        self.write(&Method::PUT, &path, parts).await
+    }
+
+    pub(super) async fn delete(
+        &self,
+        c: &str,
+        selector: Selector,
+        original: &Bytes,
+    ) -> Result<Value, GatewayError> {
+        let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
+        let parts = match selector {
+            Selector::Ids(ids) => self.parts(
+                ids,
+                |id| *id,
+                original,
+                |share| {
+                    serde_json::to_vec(&DeleteRequest {
+                        points: Some(share),
+                        filter: None,
+                    })
+                    .unwrap_or_default()
+                },
+            ),
+            Selector::Filter(_) => self.all_shards(original),
+        };
+        self.write(&Method::POST, &path, parts).await
     }
 
     pub(super) async fn set_payload(
         &self,
         c: &str,
-        method: &Method,
-        body: &Bytes,
-    ) -> Result<Value, Error> {
-        let req: SetPayloadRequest = parse_body(body)?;
+        selector: Selector,
+        payload: RawPayload,
+        key: Option<String>,
+        overwrite: bool,
+        original: &Bytes,
+    ) -> Result<Value, GatewayError> {
+        let method = if overwrite { Method::PUT } else { Method::POST };
         let path = format!(
             "/collections/{}/points/payload?wait=true",
             encode_segment(c)
         );
-        let parts = match (&req.points, &req.filter) {
-            (Some(ids), None) => self
-                .by_owner(ids.clone(), |id| *id)
-                .into_iter()
-                .map(|(i, ids)| {
-                    (
-                        i,
-                        to_body(&json!({"payload": req.payload, "points": ids, "key": req.key})),
-                    )
-                })
-                .collect(),
-            (None, Some(_)) => self.all_shards(body),
-            _ => return Err(Error::bad("give exactly one of `points` (ids) or `filter`")),
+        let parts = match selector {
+            Selector::Ids(ids) => self.parts(
+                ids,
+                |id| *id,
+                original,
+                |share| {
+                    serde_json::to_vec(&SetPayloadRequest {
+                        payload: &payload,
+                        points: Some(share),
+                        filter: None,
+                        key: key.clone(),
+                    })
+                    .unwrap_or_default()
+                },
+            ),
+            Selector::Filter(_) => self.all_shards(original),
         };
-        let results = self.write(method, &path, parts).await?;
-        Ok(Self::update_result(&results, true))
+        self.write(&method, &path, parts).await
     }
 }

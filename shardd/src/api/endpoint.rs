@@ -281,6 +281,21 @@ impl Endpoint {
         Err(Unrouted::MethodNotAllowed(allowed))
     }
 
+    /// Whether the endpoint only reads (a router may send it to one replica).
+    pub fn is_read(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::CreateCollection
+                | Endpoint::DropCollection
+                | Endpoint::CreateIndex
+                | Endpoint::DropIndex
+                | Endpoint::Upsert
+                | Endpoint::DeletePoints
+                | Endpoint::SetPayload
+                | Endpoint::OverwritePayload
+        )
+    }
+
     /// The route template, as metrics label it (`/collections/{c}/points/search`).
     pub fn template(self) -> &'static str {
         match self {

@@ -1,32 +1,37 @@
 //! The Qdrant-compatible HTTP API over a [`Shard`], independent of the HTTP server that carries it.
 //!
-//! [`handle`] takes a method, path, query string and body and returns a status and a JSON body
-//! in Qdrant's envelope: `{"result", "status": "ok", "time"}`, or `{"status": {"error"}, "time"}`.
+//! [`handle`] takes a method, path, query string and body, parses them once into a [`Route`],
+//! runs it on the shard (queries through the one plan runner, [`crate::query`]) and returns a
+//! status and a JSON body in Qdrant's envelope: `{"result", "status": "ok", "time"}`, or
+//! `{"status": {"error"}, "time"}`.
 
-mod endpoint;
-
-pub use endpoint::{Endpoint, PathParams, Unrouted};
+pub mod endpoint;
+pub mod filter;
+pub mod request;
+pub mod response;
+pub mod route;
+pub mod seed;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use endpoint::{Endpoint, PathParams, Unrouted};
+pub use route::{Body, Route, RouteError};
+
+use crate::engine::params::{HnswConfig, VectorParams};
+use crate::engine::payload::WithPayload;
+use crate::engine::point::PointWrite;
+use crate::engine::point::{WithVector, DEFAULT_VECTOR};
 use crate::error::{Error, Result};
-use crate::groups::{self, GroupsRequest};
-use crate::output::{ScoredPoint, WithVector};
-use crate::params::{CollectionConfig, CreateCollection, HnswConfig, VectorParams};
-use crate::payload::WithPayload;
-use crate::point::{PointId, DEFAULT_VECTOR};
-use crate::shard::{Selector, Shard, Update};
-use crate::wire::{
-    self, Batch, CountRequest, CreateIndexRequest, DeleteRequest, GetPointsRequest,
-    LegacySearchRequest, QueryPlan, ScrollRequest, SetPayloadRequest, SparseStatsRequest,
-    UpsertRequest,
-};
+use crate::query::local::Local;
+use crate::query::{run, run_groups};
+use crate::shard::{Shard, Update};
+use response::{envelope, error_body, Answer};
 
 /// The Qdrant API version Vecgate answers `GET /` with, so clients' version checks pass.
 pub const QDRANT_API_VERSION: &str = "1.16.0";
@@ -55,6 +60,31 @@ pub struct Response {
     pub allow: Option<String>,
 }
 
+impl Response {
+    /// The answer to a request that could not be routed or parsed.
+    pub fn unrouted(e: RouteError, method: &Method, path: &str, started: Instant) -> Response {
+        match e {
+            RouteError::Unrouted(u) => Response {
+                status: StatusCode::from_u16(u.status()).unwrap_or(StatusCode::NOT_FOUND),
+                body: error_body(&u.message(method, path), started),
+                route: "unmatched",
+                allow: u.allow(),
+            },
+            RouteError::Bad(e) => Response::error(&e, "unmatched", started),
+        }
+    }
+
+    /// The answer for an error.
+    pub fn error(e: &Error, route: &'static str, started: Instant) -> Response {
+        Response {
+            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: error_body(&e.to_string(), started),
+            route,
+            allow: None,
+        }
+    }
+}
+
 /// Decodes `%XX` escapes of a path segment.
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -81,22 +111,6 @@ pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         None if kv == key => Some(""),
         _ => None,
     })
-}
-
-/// Qdrant's success envelope.
-pub fn ok_body(result: impl Serialize, started: Instant) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"result": result, "status": "ok", "time": started.elapsed().as_secs_f64()}),
-    )
-    .unwrap_or_else(|_| b"{\"status\":\"ok\"}".to_vec())
-}
-
-/// Qdrant's error envelope.
-pub fn error_body(message: &str, started: Instant) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"status": {"error": message}, "time": started.elapsed().as_secs_f64()}),
-    )
-    .unwrap_or_else(|_| b"{\"status\":{\"error\":\"internal error\"}}".to_vec())
 }
 
 /// Parses a JSON request body, as a 400 naming the problem (and where it is) when malformed.
@@ -144,123 +158,180 @@ fn located(path: &str, inner: &str) -> String {
     }
 }
 
-/// Parses an already decoded JSON request, as [`parse_body`] does.
-pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::bad(format!("Format error in JSON body: {e}")))
-}
-
 /// Answers one request.
 pub fn handle(shard: &Shard, req: &Request) -> Response {
     let started = Instant::now();
-    let (endpoint, params) = match Endpoint::find(req.method, req.path) {
-        Ok(found) => found,
-        Err(unrouted) => {
-            return Response {
-                status: StatusCode::from_u16(unrouted.status()).unwrap_or(StatusCode::NOT_FOUND),
-                body: error_body(&unrouted.message(req.method, req.path), started),
-                route: "unmatched",
-                allow: unrouted.allow(),
-            }
-        }
+    let route = match Route::parse(req.method, req.path, req.query, req.body) {
+        Ok(route) => route,
+        Err(e) => return Response::unrouted(e, req.method, req.path, started),
     };
-    let route = endpoint.template();
-    let wait = query_param(req.query, "wait").is_none_or(|v| v != "false");
-    match answer(shard, endpoint, &params, req.body, wait) {
-        Ok(value) if endpoint == Endpoint::Version => Response {
+    let template = route.endpoint.template();
+    match execute(shard, route, started) {
+        Ok(body) => Response {
             status: StatusCode::OK,
-            body: serde_json::to_vec(&value).unwrap_or_default(),
-            route,
+            body,
+            route: template,
             allow: None,
         },
-        Ok(value) => Response {
-            status: StatusCode::OK,
-            body: ok_body(value, started),
-            route,
-            allow: None,
-        },
-        Err(e) => Response {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body: error_body(&e.to_string(), started),
-            route,
-            allow: None,
-        },
+        Err(e) => Response::error(&e, template, started),
     }
 }
 
-fn answer(
-    shard: &Shard,
-    endpoint: Endpoint,
-    params: &PathParams,
-    body: &[u8],
-    wait: bool,
-) -> Result<Value> {
-    let c = params.collection.as_str();
-    match endpoint {
-        Endpoint::Version => Ok(json!({"title": "vecgate", "version": QDRANT_API_VERSION})),
-        Endpoint::ListCollections => list_collections(shard),
-        Endpoint::CreateCollection => create_collection(shard, c, body),
-        Endpoint::CollectionInfo => collection_info(shard, c),
-        Endpoint::DropCollection => shard.drop_collection(c).map(Value::Bool),
-        Endpoint::CollectionExists => Ok(json!({"exists": shard.collection(c).is_ok()})),
-        Endpoint::CreateIndex => create_index(shard, c, body, wait),
-        Endpoint::DropIndex => shard
-            .update(
-                c,
-                Update::DropIndex {
-                    field: params.field.clone(),
-                },
+/// The answer of a write as Qdrant gives it.
+pub fn update_result(seq: u64, wait: bool) -> Value {
+    json!({"operation_id": seq, "status": if wait { "completed" } else { "acknowledged" }})
+}
+
+/// Runs a parsed request on the shard and returns the answer's bytes.
+pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>> {
+    let c = route.collection.as_str();
+    let single = || shard.config(c).map(|cfg| cfg.single_unnamed());
+    let local = Local {
+        shard,
+        collection: c,
+    };
+    let updated = |seq: u64| Ok(envelope(&update_result(seq, route.wait), started));
+    match route.body {
+        Body::Empty => match route.endpoint {
+            Endpoint::Version => Ok(serde_json::to_vec(
+                &json!({"title": "vecgate", "version": QDRANT_API_VERSION}),
             )
-            .map(|seq| update_result(seq, wait)),
-        Endpoint::Upsert => upsert(shard, c, body, wait),
-        Endpoint::GetPoints => get_points(shard, c, body),
-        Endpoint::GetPoint => get_point(shard, c, &params.id),
-        Endpoint::DeletePoints => delete(shard, c, body, wait),
-        Endpoint::SetPayload => set_payload(shard, c, body, false, wait),
-        Endpoint::OverwritePayload => set_payload(shard, c, body, true, wait),
-        Endpoint::Query => query(shard, c, parse_body(body)),
-        Endpoint::QueryBatch => query_batch(shard, c, body),
-        Endpoint::QueryGroups => query_groups(shard, c, body),
-        Endpoint::Search => search(shard, c, parse_body(body)),
-        Endpoint::SearchBatch => search_batch(shard, c, body),
-        Endpoint::Scroll => scroll(shard, c, body),
-        Endpoint::Count => count(shard, c, body),
-        Endpoint::SparseStats => sparse_stats(shard, c, body),
-        Endpoint::SeedSearch => Err(Error::NotFound(
-            "/v1/search is served by vecgate, not by a shard".into(),
+            .unwrap_or_default()),
+            Endpoint::ListCollections => {
+                let names: Vec<Value> = shard
+                    .collection_names()
+                    .into_iter()
+                    .map(|n| json!({"name": n}))
+                    .collect();
+                Ok(envelope(&json!({"collections": names}), started))
+            }
+            Endpoint::CollectionInfo => Ok(envelope(&collection_info(shard, c)?, started)),
+            Endpoint::DropCollection => Ok(envelope(&shard.drop_collection(c)?, started)),
+            Endpoint::CollectionExists => Ok(envelope(
+                &json!({"exists": shard.config(c).is_ok()}),
+                started,
+            )),
+            other => Err(Error::bad(format!("{} takes a body", other.template()))),
+        },
+        Body::CreateCollection(config) => {
+            shard.create_collection(c, config)?;
+            Ok(envelope(&true, started))
+        }
+        Body::CreateIndex { field, kind } => {
+            updated(shard.update(c, Update::CreateIndex { field, kind })?)
+        }
+        Body::DropIndex { field } => updated(shard.update(c, Update::DropIndex { field })?),
+        Body::Upsert(points) => updated(
+            shard.update(
+                c,
+                Update::Upsert(
+                    points
+                        .into_iter()
+                        .map(|p| PointWrite {
+                            id: p.id,
+                            vectors: p.vectors,
+                            payload: p.payload.unwrap_or_default(),
+                        })
+                        .collect(),
+                ),
+            )?,
+        ),
+        Body::Delete(selector) => updated(shard.update(c, Update::Delete(selector))?),
+        Body::SetPayload {
+            selector,
+            payload,
+            key,
+            overwrite,
+        } => updated(shard.update(
+            c,
+            Update::SetPayload {
+                selector,
+                payload,
+                key,
+                overwrite,
+            },
+        )?),
+        Body::GetPoints(req) => {
+            let points = shard.get(
+                c,
+                &req.ids,
+                &req.with_payload.unwrap_or(WithPayload::All(true)),
+                &req.with_vector.unwrap_or(WithVector::All(false)),
+            )?;
+            Ok(Answer::Records(points).to_bytes(single()?, started))
+        }
+        Body::GetPoint(id) => {
+            let mut points =
+                shard.get(c, &[id], &WithPayload::All(true), &WithVector::All(true))?;
+            match points.pop() {
+                Some(p) => Ok(Answer::Record(p).to_bytes(single()?, started)),
+                None => Err(Error::NotFound(format!("No point with id {id} found"))),
+            }
+        }
+        Body::Query(plan) => {
+            let points = now(run(&local, plan))?;
+            Ok(Answer::for_query(route.endpoint, points, false).to_bytes(single()?, started))
+        }
+        Body::Batch(plans) => {
+            let lists = plans
+                .into_iter()
+                .map(|p| now(run(&local, p)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Answer::for_batch(route.endpoint, lists).to_bytes(single()?, started))
+        }
+        Body::Groups(plan) => {
+            let groups = now(run_groups(&local, &plan))?;
+            Ok(Answer::Groups(groups).to_bytes(single()?, started))
+        }
+        Body::Scroll(req) => {
+            let (points, next) = shard.scroll(
+                c,
+                req.offset,
+                req.page()?,
+                req.filter.as_ref(),
+                &req.with_payload.unwrap_or(WithPayload::All(true)),
+                &req.with_vector.unwrap_or(WithVector::All(false)),
+            )?;
+            Ok(Answer::Scroll(points, next).to_bytes(single()?, started))
+        }
+        Body::Count(filter) => Ok(envelope(
+            &json!({"count": shard.count(c, filter.as_ref())?}),
+            started,
+        )),
+        Body::SparseStats(req) => Ok(envelope(
+            &shard.sparse_stats(c, &req.using, &req.indices)?,
+            started,
         )),
     }
 }
 
-fn to_value(v: impl Serialize) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| Error::Storage(format!("encoding response: {e}")))
-}
-
-fn list_collections(shard: &Shard) -> Result<Value> {
-    let names: Vec<Value> = shard
-        .collection_names()
-        .into_iter()
-        .map(|n| json!({"name": n}))
-        .collect();
-    Ok(json!({"collections": names}))
-}
-
-fn create_collection(shard: &Shard, name: &str, body: &[u8]) -> Result<Value> {
-    let req: CreateCollection = parse_body(body)?;
-    shard.create_collection(name, CollectionConfig::from_request(req)?)?;
-    Ok(Value::Bool(true))
+/// Polls a plan on a local shard, whose searches are always ready at once.
+fn now<T>(plan: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    plan.now_or_never().unwrap_or_else(|| {
+        Err(Error::Storage(
+            "a local query waited, which a shard's searches never do".into(),
+        ))
+    })
 }
 
 fn hnsw_json(h: &HnswConfig) -> Value {
     json!({"m": h.m, "ef_construct": h.ef_construct, "full_scan_threshold": h.full_scan_threshold, "max_indexing_threads": 0, "on_disk": false})
 }
 
+/// Dense vector configs as Qdrant shows them: the unnamed one alone as a plain object.
+fn vectors_shape(vectors: &BTreeMap<String, VectorParams>) -> Value {
+    match vectors.get(DEFAULT_VECTOR) {
+        Some(p) if vectors.len() == 1 => json!(p),
+        _ => json!(vectors),
+    }
+}
+
 /// `GET /collections/{c}` in Qdrant's `CollectionInfo` shape.
 fn collection_info(shard: &Shard, name: &str) -> Result<Value> {
-    let c = shard.collection(name)?;
-    let points = c.read();
-    let cfg = &c.config;
-    let payload_schema: serde_json::Map<String, Value> = points
-        .payload_schema()
+    let info = shard.info(name)?;
+    let cfg = &info.config;
+    let payload_schema: serde_json::Map<String, Value> = info
+        .payload_schema
         .into_iter()
         .map(|(field, kind, n)| {
             (
@@ -270,20 +341,20 @@ fn collection_info(shard: &Shard, name: &str) -> Result<Value> {
         })
         .collect();
     let mut params = json!({
-        "vectors": vectors_shape(&cfg.vectors)?,
+        "vectors": vectors_shape(&cfg.vectors),
         "shard_number": 1,
         "replication_factor": 1,
         "write_consistency_factor": 1,
         "on_disk_payload": false,
     });
     if !cfg.sparse_vectors.is_empty() {
-        params["sparse_vectors"] = to_value(&cfg.sparse_vectors)?;
+        params["sparse_vectors"] = json!(cfg.sparse_vectors);
     }
     Ok(json!({
         "status": "green",
         "optimizer_status": "ok",
-        "indexed_vectors_count": points.indexed_vectors(),
-        "points_count": points.len(),
+        "indexed_vectors_count": info.indexed_vectors,
+        "points_count": info.points,
         "segments_count": 1,
         "config": {
             "params": params,
@@ -300,230 +371,15 @@ fn collection_info(shard: &Shard, name: &str) -> Result<Value> {
     }))
 }
 
-fn create_index(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
-    let req: CreateIndexRequest = parse_body(body)?;
-    if req.field_name.is_empty() {
-        return Err(Error::bad("field_name must not be empty"));
-    }
-    let kind = req
-        .field_schema
-        .ok_or_else(|| Error::bad("field_schema is required: one of keyword, integer, float, bool, datetime, uuid, text"))?
-        .kind();
-    Ok(update_result(
-        shard.update(
-            c,
-            Update::CreateIndex {
-                field: req.field_name,
-                kind,
-            },
-        )?,
-        wait,
-    ))
-}
-
-fn update_result(seq: u64, wait: bool) -> Value {
-    json!({"operation_id": seq, "status": if wait { "completed" } else { "acknowledged" }})
-}
-
-fn upsert(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
-    let points = parse_body::<UpsertRequest>(body)?.into_points()?;
-    Ok(update_result(
-        shard.update(c, Update::Upsert(points))?,
-        wait,
-    ))
-}
-
-fn selector(
-    points: Option<Vec<PointId>>,
-    filter: Option<crate::filter::Filter>,
-) -> Result<Selector> {
-    match (points, filter) {
-        (Some(ids), None) => Ok(Selector::Ids(ids)),
-        (None, Some(f)) => Ok(Selector::Filter(f)),
-        _ => Err(Error::bad("give exactly one of `points` (ids) or `filter`")),
-    }
-}
-
-fn delete(shard: &Shard, c: &str, body: &[u8], wait: bool) -> Result<Value> {
-    let req: DeleteRequest = parse_body(body)?;
-    let seq = shard.update(c, Update::Delete(selector(req.points, req.filter)?))?;
-    Ok(update_result(seq, wait))
-}
-
-fn set_payload(shard: &Shard, c: &str, body: &[u8], overwrite: bool, wait: bool) -> Result<Value> {
-    let req: SetPayloadRequest = parse_body(body)?;
-    if overwrite && req.key.is_some() {
-        return Err(Error::bad(
-            "`key` applies to set payload (POST), not overwrite (PUT)",
-        ));
-    }
-    let update = Update::SetPayload {
-        selector: selector(req.points, req.filter)?,
-        payload: req.payload,
-        key: req.key,
-        overwrite,
-    };
-    Ok(update_result(shard.update(c, update)?, wait))
-}
-
-fn get_points(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: GetPointsRequest = parse_body(body)?;
-    let coll = shard.collection(c)?;
-    let records = coll.read().get(
-        &req.ids,
-        &req.with_payload.unwrap_or(WithPayload::All(true)),
-        &req.with_vector.unwrap_or(WithVector::All(false)),
-        coll.single_unnamed(),
-    );
-    to_value(records)
-}
-
-fn get_point(shard: &Shard, c: &str, id: &str) -> Result<Value> {
-    let id = PointId::parse(id)?;
-    let coll = shard.collection(c)?;
-    let mut records = coll.read().get(
-        &[id],
-        &WithPayload::All(true),
-        &WithVector::All(true),
-        coll.single_unnamed(),
-    );
-    match records.pop() {
-        Some(r) => to_value(r),
-        None => Err(Error::NotFound(format!("No point with id {id} found"))),
-    }
-}
-
-fn query(shard: &Shard, c: &str, raw: Result<Value>) -> Result<Value> {
-    let points = match wire::query_plan(&raw?)? {
-        QueryPlan::Search(s) => shard.search(c, &s)?,
-        QueryPlan::Staged {
-            stage,
-            offset,
-            with_payload,
-            with_vector,
-        } => {
-            let mut points = shard.query_stage(c, &stage, &with_payload, &with_vector)?;
-            points.drain(..offset.min(points.len()));
-            points
-        }
-        QueryPlan::List {
-            filter,
-            limit,
-            offset,
-            with_payload,
-            with_vector,
-        } => {
-            let coll = shard.collection(c)?;
-            let points = coll.read();
-            points.list(
-                filter.as_ref(),
-                offset,
-                limit,
-                &with_payload,
-                &with_vector,
-                coll.single_unnamed(),
-            )
-        }
-    };
-    Ok(json!({"points": to_value(points)?}))
-}
-
-/// Vecgate's internal `POST /collections/{c}/sparse/stats` (`{"using", "indices"}`): this
-/// shard's document frequencies, which the router sums for collection-wide idf.
-fn sparse_stats(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: SparseStatsRequest = parse_body(body)?;
-    let coll = shard.collection(c)?;
-    let points = coll.read();
-    let stats = points
-        .sparse_stats(&req.using, &req.indices)
-        .ok_or_else(|| coll.unknown_vector(&req.using, "sparse"))?;
-    to_value(stats)
-}
-
-fn query_groups(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let raw: Value = parse_body(body)?;
-    let req: GroupsRequest = parse_value(raw.clone())?;
-    let (_, limit) = req.sizes()?;
-    let mut asked = req.first_fetch()?;
-    loop {
-        let found = query(shard, c, Ok(groups::ranked_query(&raw, asked)))?;
-        let points: Vec<ScoredPoint> = serde_json::from_value(found["points"].clone())
-            .map_err(|e| Error::Storage(e.to_string()))?;
-        let grouped = groups::group(&points, &req)?;
-        if !groups::needs_more(grouped.len(), limit, points.len(), asked) {
-            return Ok(json!({"groups": grouped}));
-        }
-        asked = (asked * 4).min(wire::MAX_RESULTS);
-    }
-}
-
-fn query_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let batch: Batch<Value> = parse_body(body)?;
-    batch
-        .searches
-        .into_iter()
-        .map(|q| query(shard, c, Ok(q)))
-        .collect::<Result<Vec<_>>>()
-        .map(Value::Array)
-}
-
-fn search(shard: &Shard, c: &str, req: Result<LegacySearchRequest>) -> Result<Value> {
-    to_value(shard.search(c, &req?.into_search()?)?)
-}
-
-fn search_batch(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let batch: Batch<LegacySearchRequest> = parse_body(body)?;
-    batch
-        .searches
-        .into_iter()
-        .map(|q| search(shard, c, Ok(q)))
-        .collect::<Result<Vec<_>>>()
-        .map(Value::Array)
-}
-
-fn scroll(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: ScrollRequest = parse_body(body)?;
-    if req.order_by.as_ref().is_some_and(|o| !o.is_null()) {
-        return Err(Error::bad(
-            "order_by is not supported; scroll pages are ordered by id",
-        ));
-    }
-    let limit = req.limit.unwrap_or(10);
-    wire::check_limit(limit, 0)?;
-    let coll = shard.collection(c)?;
-    let (points, next) = coll.read().scroll(
-        req.offset,
-        limit,
-        req.filter.as_ref(),
-        &req.with_payload.unwrap_or(WithPayload::All(true)),
-        &req.with_vector.unwrap_or(WithVector::All(false)),
-        coll.single_unnamed(),
-    );
-    Ok(json!({"points": to_value(points)?, "next_page_offset": next}))
-}
-
-fn count(shard: &Shard, c: &str, body: &[u8]) -> Result<Value> {
-    let req: CountRequest = parse_body(body)?;
-    let coll = shard.collection(c)?;
-    let n = coll.read().count(req.filter.as_ref());
-    Ok(json!({"count": n}))
-}
-
-/// Dense vector configs as Qdrant shows them: the unnamed one alone as a plain object.
-fn vectors_shape(vectors: &BTreeMap<String, VectorParams>) -> Result<Value> {
-    match vectors.get(DEFAULT_VECTOR) {
-        Some(p) if vectors.len() == 1 => to_value(p),
-        _ => to_value(vectors),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::request::CreateCollection;
     use crate::metrics::Metrics;
     use crate::shard::ShardOptions;
-    use crate::wal::FsyncPolicy;
+    use crate::storage::wal::FsyncPolicy;
     use proptest::prelude::*;
+    use serde_json::{json, Value};
     use std::sync::Arc;
 
     fn shard(dir: &std::path::Path) -> Shard {
@@ -537,12 +393,12 @@ mod tests {
             metrics,
         )
         .unwrap();
-        let req = serde_json::from_value(
+        let req: CreateCollection = serde_json::from_value(
             json!({"vectors": {"v": {"size": 2, "distance": "Dot"}}, "sparse_vectors": {"s": {}}}),
         )
         .unwrap();
         shard
-            .create_collection("c", CollectionConfig::from_request(req).unwrap())
+            .create_collection("c", req.into_config().unwrap())
             .unwrap();
         shard
     }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::point::SparseVector;
+use crate::engine::point::SparseVector;
 
 /// The document frequencies idf is computed from: how many points have the sparse vector, and
 /// how many of them use each dimension. Shards sum theirs so that idf is collection-wide.

@@ -1,12 +1,12 @@
 //! Score fusion of several ranked lists (the results of prefetches), as Qdrant computes it:
-//! reciprocal rank fusion and distribution-based score fusion. Pure functions, shared by
-//! shards and the router, so a fused answer is the same wherever it is computed.
+//! reciprocal rank fusion and distribution-based score fusion. Pure functions over any
+//! [`Hit`], so a fused answer is the same on a shard and in the router.
 
 use std::collections::HashMap;
 
+use crate::engine::point::PointId;
 use crate::error::{Error, Result};
-use crate::output::ScoredPoint;
-use crate::point::PointId;
+use crate::query::Hit;
 
 /// Qdrant's default RRF `k`.
 pub const DEFAULT_RRF_K: usize = 2;
@@ -26,40 +26,42 @@ pub enum Fusion {
 }
 
 /// Sums per-point contributions, keeping each point's first occurrence, best first (ties by id).
-fn combine(
-    lists: Vec<Vec<ScoredPoint>>,
-    score: impl Fn(usize, usize, &ScoredPoint, &[ScoredPoint]) -> f32,
-) -> Vec<ScoredPoint> {
-    let mut by_id: HashMap<PointId, ScoredPoint> = HashMap::new();
+fn combine<H: Hit>(lists: Vec<Vec<H>>, score: impl Fn(usize, usize, &H, &[H]) -> f32) -> Vec<H> {
+    let mut by_id: HashMap<PointId, H> = HashMap::new();
     for (li, list) in lists.iter().enumerate() {
         for (pos, p) in list.iter().enumerate() {
             let s = score(li, pos, p, list);
             by_id
-                .entry(p.id)
-                .and_modify(|e| e.score += s)
-                .or_insert_with(|| ScoredPoint {
-                    score: s,
-                    ..p.clone()
+                .entry(p.id())
+                .and_modify(|e| e.set_score(e.score() + s))
+                .or_insert_with(|| {
+                    let mut first = p.clone();
+                    first.set_score(s);
+                    first
                 });
         }
     }
-    let mut out: Vec<ScoredPoint> = by_id.into_values().collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    let mut out: Vec<H> = by_id.into_values().collect();
+    out.sort_by(|a, b| {
+        b.score()
+            .total_cmp(&a.score())
+            .then_with(|| a.id().cmp(&b.id()))
+    });
     out
 }
 
 /// Mean and sample variance (Welford).
-fn mean_variance(points: &[ScoredPoint]) -> (f32, f32) {
+fn mean_variance<H: Hit>(points: &[H]) -> (f32, f32) {
     let (mut mean, mut aggregate) = (0.0f32, 0.0f32);
     for (p, k) in points.iter().zip(1usize..) {
-        let old = p.score - mean;
+        let old = p.score() - mean;
         mean += old / k as f32;
-        aggregate += old * (p.score - mean);
+        aggregate += old * (p.score() - mean);
     }
     (mean, aggregate / (points.len() as f32 - 1.0))
 }
 
-fn dbsf_score(p: &ScoredPoint, list: &[ScoredPoint]) -> f32 {
+fn dbsf_score<H: Hit>(p: &H, list: &[H]) -> f32 {
     if list.len() < 2 {
         return 0.5;
     }
@@ -69,12 +71,12 @@ fn dbsf_score(p: &ScoredPoint, list: &[ScoredPoint]) -> f32 {
     if min == max {
         0.5
     } else {
-        (p.score - min) / (max - min)
+        (p.score() - min) / (max - min)
     }
 }
 
 /// Fuses ranked lists (each best first) into one, best first.
-pub fn fuse(lists: Vec<Vec<ScoredPoint>>, fusion: &Fusion) -> Result<Vec<ScoredPoint>> {
+pub fn fuse<H: Hit>(lists: Vec<Vec<H>>, fusion: &Fusion) -> Result<Vec<H>> {
     match fusion {
         Fusion::Rrf { k, weights } => {
             if let Some(w) = weights {
@@ -103,6 +105,7 @@ pub fn fuse(lists: Vec<Vec<ScoredPoint>>, fusion: &Fusion) -> Result<Vec<ScoredP
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::point::ScoredPoint;
 
     fn p(id: u64, score: f32) -> ScoredPoint {
         ScoredPoint {
@@ -110,7 +113,7 @@ mod tests {
             version: 0,
             score,
             payload: None,
-            vector: None,
+            vectors: None,
         }
     }
 

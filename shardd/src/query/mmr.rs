@@ -1,24 +1,13 @@
 //! Maximal marginal relevance: re-ranks candidates to balance relevance to the query against
-//! similarity to what was already picked, as Qdrant does. A pure function over candidates with
-//! their vectors, shared by shards and the router.
+//! similarity to what was already picked, as Qdrant does. A pure function over any [`Hit`]
+//! that carries its vector, so a shard and the router re-rank alike.
 
-use crate::distance::{dot, l1, l2sq};
-use crate::output::{ScoredPoint, VectorOutput, WithVector};
-use crate::params::Distance;
-use crate::point::{SparseVector, Vector};
-use crate::search::QueryVector;
-
-/// A candidate's vector of the searched name, as the query.
-fn vector_of(p: &ScoredPoint, using: &str) -> Option<QueryVector> {
-    match p.vector.as_ref()? {
-        VectorOutput::Single(v) if using.is_empty() => Some(QueryVector::Dense(v.clone())),
-        VectorOutput::Single(_) => None,
-        VectorOutput::Named(m) => match m.get(using)? {
-            Vector::Dense(v) => Some(QueryVector::Dense(v.clone())),
-            Vector::Sparse(s) => Some(QueryVector::Sparse(s.clone())),
-        },
-    }
-}
+use crate::engine::distance::{dot, l1, l2sq};
+use crate::engine::params::Distance;
+use crate::engine::point::SparseVector;
+use crate::engine::point::WithVector;
+use crate::engine::search::QueryVector;
+use crate::query::Hit;
 
 /// Raw similarity, larger is closer: negated distances for Euclid and Manhattan.
 fn similarity(distance: Distance, a: &QueryVector, b: &QueryVector) -> f32 {
@@ -36,17 +25,17 @@ fn similarity(distance: Distance, a: &QueryVector, b: &QueryVector) -> f32 {
 /// Picks up to `limit` of `candidates` (which carry the `using` vector) by maximal marginal
 /// relevance with `lambda = 1 - diversity`; points keep their original scores. A prepared
 /// query (normalised for cosine) is expected.
-pub fn mmr(
-    candidates: Vec<ScoredPoint>,
+pub fn mmr<H: Hit>(
+    candidates: Vec<H>,
     query: &QueryVector,
     using: &str,
     distance: Distance,
     diversity: f32,
     limit: usize,
-) -> Vec<ScoredPoint> {
-    let (vectors, candidates): (Vec<QueryVector>, Vec<ScoredPoint>) = candidates
+) -> Vec<H> {
+    let (vectors, candidates): (Vec<QueryVector>, Vec<H>) = candidates
         .into_iter()
-        .filter_map(|p| Some((vector_of(&p, using)?, p)))
+        .filter_map(|p| Some((p.vector(using)?, p)))
         .unzip();
     if candidates.len() < 2 || limit == 0 {
         return candidates.into_iter().take(limit).collect();
@@ -73,7 +62,7 @@ pub fn mmr(
             .max_by(|(_, &a), (_, &b)| {
                 score(a)
                     .total_cmp(&score(b))
-                    .then_with(|| candidates[b].id.cmp(&candidates[a].id))
+                    .then_with(|| candidates[b].id().cmp(&candidates[a].id()))
             })
             .expect("left is not empty");
         left.swap_remove(at);
@@ -83,7 +72,7 @@ pub fn mmr(
                 best_overlap[i].max(similarity(distance, &vectors[i], &vectors[choice]));
         }
     }
-    let mut slots: Vec<Option<ScoredPoint>> = candidates.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<H>> = candidates.into_iter().map(Some).collect();
     picked.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
@@ -112,22 +101,22 @@ pub fn fetch_vectors(requested: &WithVector, using: &str) -> WithVector {
 }
 
 /// Re-ranks fetched candidates by MMR and drops the vectors the caller did not ask for.
-pub fn rerank(
-    candidates: Vec<ScoredPoint>,
+pub fn rerank<H: Hit>(
+    candidates: Vec<H>,
     query: &QueryVector,
     using: &str,
     distance: Distance,
     params: MmrParams,
     limit: usize,
     requested: &WithVector,
-) -> Vec<ScoredPoint> {
+) -> Vec<H> {
     let mut query = query.clone();
     if let QueryVector::Dense(v) = &mut query {
         distance.prepare(v);
     }
     let mut picked = mmr(candidates, &query, using, distance, params.diversity, limit);
     if matches!(requested, WithVector::All(false)) {
-        picked.iter_mut().for_each(|p| p.vector = None);
+        picked.iter_mut().for_each(Hit::clear_vectors);
     }
     picked
 }
@@ -135,7 +124,7 @@ pub fn rerank(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::point::PointId;
+    use crate::engine::point::{PointId, ScoredPoint, Vector};
 
     fn p(id: u64, v: Vec<f32>, score: f32) -> ScoredPoint {
         ScoredPoint {
@@ -143,7 +132,7 @@ mod tests {
             version: 0,
             score,
             payload: None,
-            vector: Some(VectorOutput::Single(v)),
+            vectors: Some([(String::new(), Vector::Dense(v))].into()),
         }
     }
 
@@ -172,7 +161,7 @@ mod tests {
     fn candidates_without_the_vector_are_dropped() {
         let q = QueryVector::Dense(vec![1.0]);
         let mut no_vector = p(9, vec![1.0], 1.0);
-        no_vector.vector = None;
+        no_vector.vectors = None;
         let out = mmr(
             vec![no_vector, p(1, vec![0.5], 0.5)],
             &q,

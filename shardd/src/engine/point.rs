@@ -178,6 +178,59 @@ impl VectorInput {
     }
 }
 
+/// A point to write, as validated: vectors prepared for their distance. The router carries
+/// payloads as raw JSON (`P`); the engine stores them parsed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointWrite<P = Payload> {
+    /// The point's id.
+    pub id: PointId,
+    /// Its vectors by name; names the collection lacks are rejected before this.
+    #[serde(default)]
+    pub vectors: NamedVectors,
+    /// Its payload.
+    pub payload: P,
+}
+
+/// Which vectors a result carries (`with_vector`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WithVector {
+    /// All of them or none.
+    All(bool),
+    /// Only these names.
+    Names(Vec<String>),
+}
+
+impl WithVector {
+    /// Whether the vector `name` is wanted.
+    pub fn wants(&self, name: &str) -> bool {
+        match self {
+            WithVector::All(all) => *all,
+            WithVector::Names(names) => names.iter().any(|n| n == name),
+        }
+    }
+
+    /// Whether any vector is wanted.
+    pub fn any(&self) -> bool {
+        !matches!(self, WithVector::All(false))
+    }
+}
+
+/// A point a read found: search hits carry their score, other reads score 0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredPoint {
+    /// The point's id.
+    pub id: PointId,
+    /// Sequence number of the write that last changed the point.
+    pub version: u64,
+    /// Similarity or distance to the query, per the collection's distance.
+    pub score: f32,
+    /// The selected payload, `None` when not requested.
+    pub payload: Option<Payload>,
+    /// The selected vectors by name, `None` when not requested.
+    pub vectors: Option<NamedVectors>,
+}
+
 /// Rejects NaN and infinite components, which would poison every distance.
 pub fn check_finite(name: &str, values: &[f32]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {

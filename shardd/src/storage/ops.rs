@@ -6,11 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::collection::{PointWrite, Points};
+use crate::engine::collection::Points;
+use crate::engine::params::CollectionConfig;
+use crate::engine::payload_index::FieldType;
+use crate::engine::point::PointWrite;
+use crate::engine::point::{Payload, PointId};
 use crate::error::Result;
-use crate::params::CollectionConfig;
-use crate::payload_index::FieldType;
-use crate::point::{Payload, PointId};
 
 /// One logged write.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -19,9 +19,9 @@ use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::distance::{dot_bf16, from_bf16, l1_bf16, l2sq_bf16, to_bf16};
+use crate::engine::distance::{dot_bf16, from_bf16, l1_bf16, l2sq_bf16, to_bf16};
+use crate::engine::params::{Distance, HnswConfig};
 use crate::error::{Error, Result};
-use crate::params::{Distance, HnswConfig};
 
 /// An approximate nearest-neighbour index over dense vectors identified by slot.
 pub trait VectorIndex: Send + Sync {

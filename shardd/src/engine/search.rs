@@ -8,14 +8,14 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collection::{vector_label, Collection, DenseStore, FilterPlan, Points};
+use crate::engine::collection::{Collection, DenseStore, FilterPlan, Points};
+use crate::engine::filter::Filter;
+use crate::engine::params::vector_label;
+use crate::engine::params::{Distance, Modifier};
+use crate::engine::payload::WithPayload;
+use crate::engine::point::{check_finite, PointId, ScoredPoint, SparseVector, WithVector};
+use crate::engine::sparse::IdfStats;
 use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::output::{ScoredPoint, WithVector};
-use crate::params::{Distance, Modifier};
-use crate::payload::WithPayload;
-use crate::point::{check_finite, PointId, SparseVector};
-use crate::sparse::IdfStats;
 
 /// A query vector: dense or sparse.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +37,7 @@ pub struct SearchParams {
 }
 
 /// One nearest-neighbour search on one collection.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SearchRequest {
     /// The vector name to search (`""` for the unnamed one).
     pub using: String,
@@ -155,23 +155,12 @@ impl Collection {
             }
         };
         top_k(&mut hits, k, distance);
-        let single = self.single_unnamed();
         let out = hits
             .into_iter()
             .filter(|h| distance.passes(h.0, req.score_threshold))
             .skip(req.offset)
             .take(req.limit)
-            .map(|(score, id, slot)| {
-                let (version, payload, vector) =
-                    points.select(slot, &req.with_payload, &req.with_vector, single);
-                ScoredPoint {
-                    id,
-                    version,
-                    score,
-                    payload,
-                    vector,
-                }
-            })
+            .map(|(score, _, slot)| points.found(slot, score, &req.with_payload, &req.with_vector))
             .collect();
         Ok((out, plan, filter_plan))
     }
@@ -259,19 +248,19 @@ fn top_k(hits: &mut Vec<Hit>, k: usize, distance: Distance) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collection::PointWrite;
-    use crate::params::CollectionConfig;
-    use crate::point::Vector;
+    use crate::api::request::CreateCollection;
+    use crate::engine::point::PointWrite;
+    use crate::engine::point::Vector;
     use rand::{Rng, SeedableRng};
     use serde_json::json;
 
     fn collection(distance: &str, full_scan_kb: usize) -> Collection {
-        let req = serde_json::from_value(json!({
+        let req: CreateCollection = serde_json::from_value(json!({
             "vectors": {"size": 8, "distance": distance},
             "hnsw_config": {"full_scan_threshold": full_scan_kb, "ef_construct": 64}
         }))
         .unwrap();
-        Collection::new("c".into(), CollectionConfig::from_request(req).unwrap()).unwrap()
+        Collection::new("c".into(), req.into_config().unwrap()).unwrap()
     }
 
     fn fill(c: &Collection, n: u64) -> Vec<Vec<f32>> {

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::point::Payload;
 use crate::error::{Error, Result};
-use crate::point::Payload;
 
 /// Calls `f` on each value at a dotted key path (`a.b`, `a[].b`, `a[0]`) until it returns
 /// `true`, and returns whether it did. Allocates nothing, so filters can run it per point.

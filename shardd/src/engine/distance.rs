@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crate::params::Distance;
+use crate::engine::params::Distance;
 
 /// The best kernels this CPU supports, picked once.
 struct Kernels {

@@ -4,36 +4,20 @@
 //! name and in that name's HNSW index under the same slot, so exact scans and graph search see
 //! the same data. Slots of deleted points are reused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
-use crate::filter::{Filter, PointView};
-use crate::hnsw::{HnswIndex, VectorIndex};
-use crate::output::{Record, ScoredPoint, VectorOutput, WithVector};
-use crate::params::{CollectionConfig, Distance, HnswConfig, Modifier};
-use crate::payload::{merge, WithPayload};
-use crate::payload_index::{FieldType, PayloadIndexes};
-use crate::point::{
-    check_finite, NamedVectors, Payload, PointId, SparseVector, Vector, DEFAULT_VECTOR,
+use crate::engine::filter::{Filter, PointView};
+use crate::engine::hnsw::{HnswIndex, VectorIndex};
+use crate::engine::params::{CollectionConfig, Distance, HnswConfig, Modifier};
+use crate::engine::payload::{merge, WithPayload};
+use crate::engine::payload_index::{FieldType, PayloadIndexes};
+use crate::engine::point::{
+    NamedVectors, Payload, PointId, PointWrite, ScoredPoint, SparseVector, Vector, WithVector,
 };
-use crate::sparse::{IdfStats, SparseIndex};
-
-/// A point to write, as validated: vectors prepared for their distance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PointWrite {
-    /// The point's id.
-    pub id: PointId,
-    /// Its vectors by name; names the collection lacks are rejected before this.
-    #[serde(default)]
-    pub vectors: NamedVectors,
-    /// Its payload.
-    #[serde(default)]
-    pub payload: Payload,
-}
+use crate::engine::sparse::{IdfStats, SparseIndex};
+use crate::error::{Error, Result};
 
 /// A collection: its configuration and its points behind one lock.
 pub struct Collection {
@@ -87,97 +71,14 @@ impl Collection {
         self.points.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks vectors against the configuration and prepares them (cosine normalisation,
-    /// sorted sparse indices); a later write of the same id in one batch wins.
+    /// Checks and prepares points for this collection (see [`CollectionConfig::prepare`]).
     pub fn validate(&self, points: Vec<PointWrite>) -> Result<Vec<PointWrite>> {
-        let mut last: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
-        for (i, p) in points.iter().enumerate() {
-            last.insert(p.id, i);
-        }
-        let mut out = Vec::with_capacity(last.len());
-        for (i, mut p) in points.into_iter().enumerate() {
-            if last[&p.id] != i {
-                continue;
-            }
-            for (name, v) in p.vectors.iter_mut() {
-                self.validate_vector(name, v).map_err(|e| match e {
-                    Error::BadRequest(m) => Error::bad(format!("point {}: {m}", p.id)),
-                    other => other,
-                })?;
-            }
-            out.push(p);
-        }
-        Ok(out)
+        self.config.prepare(&self.name, points)
     }
 
-    fn validate_vector(&self, name: &str, v: &mut Vector) -> Result<()> {
-        match v {
-            Vector::Dense(d) => {
-                let params = self
-                    .config
-                    .vectors
-                    .get(name)
-                    .ok_or_else(|| self.unknown_vector(name, "dense"))?;
-                if d.len() != params.size {
-                    return Err(Error::bad(format!(
-                        "{} has dimension {}, expected {} (collection `{}`)",
-                        vector_label(name),
-                        d.len(),
-                        params.size,
-                        self.name
-                    )));
-                }
-                check_finite(name, d)?;
-                params.distance.prepare(d);
-            }
-            Vector::Sparse(s) => {
-                if !self.config.sparse_vectors.contains_key(name) {
-                    return Err(self.unknown_vector(name, "sparse"));
-                }
-                s.validate(name)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The error for a vector name the collection does not have.
+    /// The error for a vector name this collection does not have.
     pub fn unknown_vector(&self, name: &str, kind: &str) -> Error {
-        let quoted = |n: &String| match n.as_str() {
-            DEFAULT_VECTOR => "the unnamed one".to_string(),
-            named => format!("{named:?}"),
-        };
-        let known: Vec<String> = if kind == "dense" {
-            self.config.vectors.keys().map(quoted).collect()
-        } else {
-            self.config.sparse_vectors.keys().map(quoted).collect()
-        };
-        let has = match known.as_slice() {
-            [] => format!("it has no {kind} vectors"),
-            names => format!("it has {}", names.join(", ")),
-        };
-        let wanted = match name {
-            DEFAULT_VECTOR => "the unnamed vector".to_string(),
-            named => format!("{named:?}"),
-        };
-        Error::bad(format!(
-            "collection `{}` has no {kind} vector named {wanted} ({has})",
-            self.name
-        ))
-    }
-
-    /// Whether responses show the unnamed vector as a bare list (Qdrant's single-vector shape).
-    pub fn single_unnamed(&self) -> bool {
-        self.config.vectors.len() == 1
-            && self.config.vectors.contains_key(DEFAULT_VECTOR)
-            && self.config.sparse_vectors.is_empty()
-    }
-}
-
-/// A vector as the client names it: `vector` for the unnamed one, `vector "dense"` otherwise.
-pub fn vector_label(name: &str) -> String {
-    match name {
-        DEFAULT_VECTOR => "vector".to_string(),
-        named => format!("vector {named:?}"),
+        self.config.unknown_vector(&self.name, name, kind)
     }
 }
 
@@ -388,11 +289,6 @@ impl Points {
     /// Number of points.
     pub fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    /// Whether the collection has no points.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 
     /// Number of vectors in HNSW indexes, over all dense names.
@@ -634,22 +530,26 @@ impl Points {
         out
     }
 
-    /// A slot's payload and vectors as a response shows them.
-    pub(crate) fn select(
+    /// A slot as a read returns it, with the payload and vectors asked for.
+    pub(crate) fn found(
         &self,
         slot: u32,
+        score: f32,
         with_payload: &WithPayload,
         with_vector: &WithVector,
-        single_unnamed: bool,
-    ) -> (u64, Option<Payload>, Option<VectorOutput>) {
+    ) -> ScoredPoint {
         let record = self.slots[slot as usize]
             .as_ref()
             .expect("selected slots hold points");
-        let payload = with_payload.select(&record.payload);
-        let vector = with_vector
-            .any()
-            .then(|| VectorOutput::shape(self.vectors_of(slot, with_vector), single_unnamed));
-        (record.version, payload, vector)
+        ScoredPoint {
+            id: record.id,
+            version: record.version,
+            score,
+            payload: with_payload.select(&record.payload),
+            vectors: with_vector
+                .any()
+                .then(|| self.vectors_of(slot, with_vector)),
+        }
     }
 
     /// Points by id, in the order asked, skipping missing ones.
@@ -658,18 +558,11 @@ impl Points {
         ids: &[PointId],
         with_payload: &WithPayload,
         with_vector: &WithVector,
-        single_unnamed: bool,
-    ) -> Vec<Record> {
+    ) -> Vec<ScoredPoint> {
         ids.iter()
             .filter_map(|id| {
                 let slot = *self.ids.get(id)?;
-                let (_, payload, vector) =
-                    self.select(slot, with_payload, with_vector, single_unnamed);
-                Some(Record {
-                    id: *id,
-                    payload,
-                    vector,
-                })
+                Some(self.found(slot, 0.0, with_payload, with_vector))
             })
             .collect()
     }
@@ -683,8 +576,7 @@ impl Points {
         filter: Option<&Filter>,
         with_payload: &WithPayload,
         with_vector: &WithVector,
-        single_unnamed: bool,
-    ) -> (Vec<Record>, Option<PointId>) {
+    ) -> (Vec<ScoredPoint>, Option<PointId>) {
         let resolved = filter.map(|f| self.payload_indexes.resolve(f));
         let indexed = resolved
             .as_ref()
@@ -712,12 +604,7 @@ impl Points {
             if page.len() == limit {
                 return (page, Some(id));
             }
-            let (_, payload, vector) = self.select(slot, with_payload, with_vector, single_unnamed);
-            page.push(Record {
-                id,
-                payload,
-                vector,
-            });
+            page.push(self.found(slot, 0.0, with_payload, with_vector));
         }
         (page, None)
     }
@@ -731,7 +618,6 @@ impl Points {
         limit: usize,
         with_payload: &WithPayload,
         with_vector: &WithVector,
-        single_unnamed: bool,
     ) -> Vec<ScoredPoint> {
         let matching: Vec<(PointId, u32)> = match filter {
             Some(f) => self.matching_by_id(f),
@@ -741,17 +627,7 @@ impl Points {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(id, slot)| {
-                let (version, payload, vector) =
-                    self.select(slot, with_payload, with_vector, single_unnamed);
-                ScoredPoint {
-                    id,
-                    version,
-                    score: 0.0,
-                    payload,
-                    vector,
-                }
-            })
+            .map(|(_, slot)| self.found(slot, 0.0, with_payload, with_vector))
             .collect()
     }
 

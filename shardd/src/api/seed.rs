@@ -7,8 +7,14 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use shardd::error::{Error, Result};
-use shardd::filter::{parse_datetime, scalar, Bounds, Condition, FieldCheck, Filter, Scalar};
+
+use crate::api::request::check_limit;
+use crate::engine::filter::{parse_datetime, Bounds, Condition, FieldCheck, Filter, Scalar};
+use crate::engine::payload::WithPayload;
+use crate::engine::point::WithVector;
+use crate::engine::search::{QueryVector, SearchParams, SearchRequest};
+use crate::error::{Error, Result};
+use crate::query::plan::QueryPlan;
 
 /// `POST /v1/search`.
 #[derive(Debug, Deserialize)]
@@ -26,6 +32,50 @@ pub struct SeedSearch {
     pub top_k: Option<usize>,
     /// Mongo-style filter.
     pub filter: Option<Map<String, Value>>,
+}
+
+impl SeedSearch {
+    /// The plan: one search with the payload, the filter translated.
+    pub fn into_plan(self) -> Result<QueryPlan> {
+        let vector = match (self.vector, self.query) {
+            (Some(v), None) => v,
+            (None, Some(_)) => {
+                return Err(Error::bad(
+                    "text queries need an embedder, and none is configured; send `vector`",
+                ))
+            }
+            _ => return Err(Error::bad("give exactly one of `query` (text) or `vector`")),
+        };
+        let limit = self.top_k.unwrap_or(10);
+        check_limit(limit, 0)?;
+        Ok(QueryPlan::Search(SearchRequest {
+            using: self.using.unwrap_or_default(),
+            vector: QueryVector::Dense(vector),
+            filter: self.filter.as_ref().map(translate).transpose()?,
+            limit,
+            offset: 0,
+            score_threshold: None,
+            params: SearchParams::default(),
+            with_payload: WithPayload::All(true),
+            with_vector: WithVector::All(false),
+            idf: None,
+        }))
+    }
+}
+
+/// A keyword, integer or boolean to match; `at` names it in the error.
+fn scalar(v: &Value, at: &str) -> Result<Scalar, String> {
+    match v {
+        Value::String(s) => Ok(Scalar::Str(s.clone())),
+        Value::Bool(b) => Ok(Scalar::Bool(*b)),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Scalar::Int)
+            .ok_or_else(|| format!("{at}: {n} is not an integer")),
+        other => Err(format!(
+            "{at}: expected a keyword, integer or boolean, got {other}"
+        )),
+    }
 }
 
 const OPERATORS: &str = "$eq, $ne, $in, $nin, $gt, $gte, $lt, $lte, $exists";

@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::filter::{parse_datetime, Bounds, Condition, FieldCheck, Filter, Scalar};
-use crate::payload::scalars_at;
-use crate::point::Payload;
+use crate::engine::filter::{parse_datetime, Bounds, Condition, FieldCheck, Filter, Scalar};
+use crate::engine::payload::scalars_at;
+use crate::engine::point::Payload;
+use crate::engine::text::tokens;
 
 /// The type a payload index keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,13 +77,6 @@ fn ordered(x: f64) -> u64 {
     } else {
         bits | (1 << 63)
     }
-}
-
-/// Lower-cased alphanumeric words.
-pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
 }
 
 /// One field's index.
@@ -427,9 +421,9 @@ mod tests {
         let f = idx.resolve(&filter(f));
         let cand = idx.candidates(&f).expect("indexed");
         struct P<'a>(&'a Payload);
-        impl crate::filter::PointView for P<'_> {
-            fn id(&self) -> crate::point::PointId {
-                crate::point::PointId::Num(0)
+        impl crate::engine::filter::PointView for P<'_> {
+            fn id(&self) -> crate::engine::point::PointId {
+                crate::engine::point::PointId::Num(0)
             }
             fn payload(&self) -> &Payload {
                 self.0

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::collection::{Collection, Points};
+use crate::engine::collection::{Collection, Points};
+use crate::engine::hnsw::{HnswIndex, VectorIndex};
+use crate::engine::params::CollectionConfig;
+use crate::engine::payload_index::FieldType;
+use crate::engine::point::{NamedVectors, Payload, PointId, SparseVector, Vector};
 use crate::error::{Error, Result};
-use crate::hnsw::{HnswIndex, VectorIndex};
-use crate::params::CollectionConfig;
-use crate::payload_index::FieldType;
-use crate::point::{NamedVectors, Payload, PointId, SparseVector, Vector};
 
 const MAGIC: &[u8; 8] = b"VGSNAP1\n";
 

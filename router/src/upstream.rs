@@ -1,5 +1,5 @@
-//! Calls to shards: a remote shardd replica over pooled HTTP with a deadline, or a built-in shard
-//! in process. Both answer the same Qdrant API, so routing code treats them alike.
+//! Calls to one shard: a remote shardd replica over pooled HTTP with a deadline, or a built-in
+//! shard in process. Both answer the same Qdrant API, so routing code treats them alike.
 
 use std::sync::Arc;
 use std::time::Duration;
