@@ -1,8 +1,9 @@
 //! The shardd HTTP server: hyper over the API, plus `/healthz`, `/readyz` and `/metrics`.
 //!
 //! The listener is up before recovery finishes: health answers at once, readiness and the API
-//! answer 503 until the shard is open. Engine calls run on the blocking pool so a long search
-//! or an fsync never stalls the connection tasks.
+//! answer 503 until the shard is open. Reads run in place on the connection's worker (a search
+//! is short CPU work; handing it to another thread measured 1.4x slower), writes on the
+//! blocking pool, so an fsync never stalls the connection tasks.
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -172,6 +173,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
             ),
         );
     };
+    let read = api::Endpoint::find(req.method(), req.uri().path()).is_ok_and(|(e, _)| e.is_read());
     let (parts, body) = req.into_parts();
     let limit = state.max_body_bytes;
     let too_large = || {
@@ -215,7 +217,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
             )
         }
     };
-    let answered = tokio::task::spawn_blocking(move || {
+    let run = move || {
         let req = api::Request {
             method: &parts.method,
             path: parts.uri.path(),
@@ -223,8 +225,12 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
             body: &body,
         };
         api::handle(&shard, &req)
-    })
-    .await;
+    };
+    let answered = if read {
+        Ok(run())
+    } else {
+        tokio::task::spawn_blocking(run).await
+    };
     match answered {
         Ok(r) => {
             let mut resp = reply(r.status, "application/json", r.body);

@@ -18,6 +18,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub use endpoint::{Endpoint, PathParams, Unrouted};
@@ -87,6 +88,9 @@ impl Response {
 
 /// Decodes `%XX` escapes of a path segment.
 pub fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -178,8 +182,27 @@ pub fn handle(shard: &Shard, req: &Request) -> Response {
 }
 
 /// The answer of a write as Qdrant gives it.
-pub fn update_result(seq: u64, wait: bool) -> Value {
-    json!({"operation_id": seq, "status": if wait { "completed" } else { "acknowledged" }})
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct UpdateResult {
+    /// The sequence number of the write.
+    pub operation_id: u64,
+    /// `completed`, or `acknowledged` when the client did not wait.
+    pub status: &'static str,
+}
+
+/// The answer of write `seq`.
+pub fn update_result(seq: u64, wait: bool) -> UpdateResult {
+    UpdateResult {
+        operation_id: seq,
+        status: if wait { "completed" } else { "acknowledged" },
+    }
+}
+
+/// `{"count": n}`.
+#[derive(Serialize)]
+pub struct CountResult {
+    /// Matching points.
+    pub count: u64,
 }
 
 /// Runs a parsed request on the shard and returns the answer's bytes.
@@ -295,7 +318,9 @@ pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>>
             Ok(Answer::Scroll(points, next).to_bytes(single()?, started))
         }
         Body::Count(filter) => Ok(envelope(
-            &json!({"count": shard.count(c, filter.as_ref())?}),
+            &CountResult {
+                count: shard.count(c, filter.as_ref())? as u64,
+            },
             started,
         )),
         Body::SparseStats(req) => Ok(envelope(

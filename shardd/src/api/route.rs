@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Method;
 use serde::de::DeserializeOwned;
 
-use crate::api::endpoint::{Endpoint, Unrouted};
+use crate::api::endpoint::{Endpoint, PathParams, Unrouted};
 use crate::api::parse_body;
 use crate::api::query_param;
 use crate::api::request::{
@@ -177,6 +177,16 @@ impl<P: DeserializeOwned + Clone> Route<P> {
         body: &[u8],
     ) -> std::result::Result<Route<P>, RouteError> {
         let (endpoint, params) = Endpoint::find(method, path).map_err(RouteError::Unrouted)?;
+        Ok(Self::parse_found(endpoint, params, query, body)?)
+    }
+
+    /// Parses the body of a request whose endpoint is already known.
+    pub fn parse_found(
+        endpoint: Endpoint,
+        params: PathParams,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Route<P>> {
         let mut collection = params.collection;
         let body = match endpoint {
             Endpoint::Version
@@ -207,8 +217,7 @@ impl<P: DeserializeOwned + Clone> Route<P> {
                 if overwrite && req.key.is_some() {
                     return Err(Error::bad(
                         "`key` applies to set payload (POST), not overwrite (PUT)",
-                    )
-                    .into());
+                    ));
                 }
                 Body::SetPayload {
                     selector: selector(req.points, req.filter)?,
@@ -251,10 +260,15 @@ impl<P: DeserializeOwned + Clone> Route<P> {
             endpoint,
             collection,
             wait: query_param(query, "wait").is_none_or(|v| v != "false"),
-            timeout: query_param(query, "timeout")
-                .and_then(|t| t.parse::<u64>().ok())
-                .map(Duration::from_secs),
+            timeout: client_timeout(query),
             body,
         })
     }
+}
+
+/// `?timeout=SECONDS`: the client's own deadline.
+pub fn client_timeout(query: Option<&str>) -> Option<Duration> {
+    query_param(query, "timeout")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
