@@ -25,7 +25,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use shardd::api::request::CreateCollection;
 use shardd::api::response::{envelope, error_body, Answer as Written};
-use shardd::api::{self, Body, Endpoint, Route, RouteError, QDRANT_API_VERSION};
+use shardd::api::route::client_timeout;
+use shardd::api::{self, Body, Endpoint, Route, QDRANT_API_VERSION};
 use shardd::engine::params::CollectionConfig;
 use shardd::engine::point::{Payload, PointId};
 use shardd::query::{run, run_groups};
@@ -37,7 +38,7 @@ use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::metrics::RouterMetrics;
 use crate::scatter::Scatter;
 use crate::topology::{Live, ShardKind, Topology};
-use crate::upstream::{Answer, CallError, HttpClient};
+use crate::upstream::{Answer, CallError};
 
 /// Payloads in writes, as the router keeps them: the client's JSON, never parsed.
 pub type RawPayload = Box<RawValue>;
@@ -61,7 +62,7 @@ pub struct Reply {
     /// HTTP status.
     pub status: u16,
     /// JSON body.
-    pub body: Vec<u8>,
+    pub body: Bytes,
     /// Shards missing from a partial answer.
     pub partial: Vec<String>,
     /// Route template, for metrics.
@@ -74,15 +75,15 @@ pub struct Reply {
 /// shards a partial answer lacks.
 pub(crate) struct Done {
     status: u16,
-    body: Vec<u8>,
+    body: Bytes,
     partial: Vec<String>,
 }
 
 impl Done {
-    fn ok(body: Vec<u8>) -> Done {
+    fn ok(body: impl Into<Bytes>) -> Done {
         Done {
             status: 200,
-            body,
+            body: body.into(),
             partial: Vec::new(),
         }
     }
@@ -91,7 +92,6 @@ impl Done {
 /// The router.
 pub struct Gateway {
     topology: ArcSwap<Topology>,
-    pub(crate) client: HttpClient,
     /// State carried across reloads.
     pub live: Live,
     /// Collection configs, read from a shard on first use and dropped on reload or recreate.
@@ -155,7 +155,6 @@ impl Gateway {
     pub fn new(topology: Topology, live: Live, metrics: Arc<RouterMetrics>) -> Self {
         Gateway {
             topology: ArcSwap::from_pointee(topology),
-            client: HttpClient::default(),
             live,
             schemas: Mutex::default(),
             metrics,
@@ -184,46 +183,55 @@ impl Gateway {
     /// Answers one client request.
     pub async fn handle(&self, call: Call) -> Reply {
         let started = StdInstant::now();
-        let route = match Route::<RawPayload>::parse(
-            &call.method,
-            &call.path,
-            call.query.as_deref(),
-            &call.body,
-        ) {
-            Ok(route) => route,
-            Err(RouteError::Unrouted(u)) => {
-                return Reply {
-                    status: u.status(),
-                    body: error_body(&u.message(&call.method, &call.path), started),
-                    partial: Vec::new(),
-                    route: "unmatched",
-                    allow: u.allow(),
-                }
-            }
-            Err(RouteError::Bad(e)) => {
-                return Reply {
-                    status: e.status(),
-                    body: error_body(&e.to_string(), started),
-                    partial: Vec::new(),
-                    route: "unmatched",
-                    allow: None,
-                }
+        let failed =
+            |status: u16, message: &str, route: &'static str, allow: Option<String>| Reply {
+                status,
+                body: error_body(message, started).into(),
+                partial: Vec::new(),
+                route,
+                allow,
+            };
+        let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
+            Ok(found) => found,
+            Err(u) => {
+                return failed(
+                    u.status(),
+                    &u.message(&call.method, &call.path),
+                    "unmatched",
+                    u.allow(),
+                )
             }
         };
         let topo = self.topology();
         let limit = Duration::from_millis(topo.config.routing.timeout_ms);
-        let deadline = Instant::now() + route.timeout.map_or(limit, |t| t.min(limit));
+        let asked = client_timeout(call.query.as_deref());
         let ctx = Ctx {
             gw: self,
             topo: &topo,
-            deadline,
+            deadline: Instant::now() + asked.map_or(limit, |t| t.min(limit)),
             region: call
                 .region
                 .clone()
                 .unwrap_or_else(|| topo.config.server.region.clone()),
         };
-        let template = route.endpoint.template();
-        match ctx.answer(route, &call, started).await {
+        let template = endpoint.template();
+        let answered = match topo.shards.as_slice() {
+            // One remote shard holds everything: its answer to the client's own request is the
+            // answer, so the body needs no reading here.
+            [only] if endpoint.is_read() && matches!(only.kind, ShardKind::Remote(_)) => {
+                ctx.forward(only, &params.collection, &call).await
+            }
+            _ => match Route::<RawPayload>::parse_found(
+                endpoint,
+                params,
+                call.query.as_deref(),
+                &call.body,
+            ) {
+                Ok(route) => ctx.answer(route, &call, started).await,
+                Err(e) => return failed(e.status(), &e.to_string(), template, None),
+            },
+        };
+        match answered {
             Ok(done) => Reply {
                 status: done.status,
                 body: done.body,
@@ -236,13 +244,7 @@ impl Gateway {
                     .request_errors
                     .with_label_values(&[template, e.kind()])
                     .inc();
-                Reply {
-                    status: e.status(),
-                    body: error_body(&e.message(), started),
-                    partial: Vec::new(),
-                    route: template,
-                    allow: None,
-                }
+                failed(e.status(), &e.message(), template, None)
             }
         }
     }
@@ -314,17 +316,15 @@ impl Ctx<'_> {
         started: StdInstant,
     ) -> Result<Done, GatewayError> {
         if let [only] = self.topo.shards.as_slice() {
-            match &only.kind {
-                ShardKind::Builtin(shard) => return self.in_process(shard, route, started).await,
-                ShardKind::Remote(_) if route.endpoint.is_read() => {
-                    return self.forward(only, route.collection.as_str(), call).await
-                }
-                ShardKind::Remote(_) => {}
+            if let ShardKind::Builtin(shard) = &only.kind {
+                return self.in_process(shard, route, started).await;
             }
         }
         let c = route.collection.as_str();
         let endpoint = route.endpoint;
-        let written = |v: serde_json::Value| Ok(Done::ok(envelope(&v, started)));
+        fn written<T: serde::Serialize>(v: T, started: StdInstant) -> Result<Done, GatewayError> {
+            Ok(Done::ok(envelope(&v, started)))
+        }
         match route.body {
             Body::Empty => match endpoint {
                 Endpoint::Version => Ok(Done::ok(
@@ -334,15 +334,18 @@ impl Ctx<'_> {
                 Endpoint::ListCollections => self.list_collections(started).await,
                 Endpoint::CollectionInfo => self.collection_info(c, started).await,
                 Endpoint::CollectionExists => self.exists(c, started).await,
-                Endpoint::DropCollection => written(self.drop_collection(c).await?),
+                Endpoint::DropCollection => written(self.drop_collection(c).await?, started),
                 other => {
                     Err(shardd::Error::bad(format!("{} takes a body", other.template())).into())
                 }
             },
-            Body::CreateCollection(_) => written(self.create_collection(c, &call.body).await?),
-            Body::CreateIndex { .. } => {
-                written(self.index_op(c, &Method::PUT, "index", &call.body).await?)
+            Body::CreateCollection(_) => {
+                written(self.create_collection(c, &call.body).await?, started)
             }
+            Body::CreateIndex { .. } => written(
+                self.index_op(c, &Method::PUT, "index", &call.body).await?,
+                started,
+            ),
             Body::DropIndex { field } => written(
                 self.index_op(
                     c,
@@ -351,9 +354,10 @@ impl Ctx<'_> {
                     &call.body,
                 )
                 .await?,
+                started,
             ),
-            Body::Upsert(points) => written(self.upsert(c, points, &call.body).await?),
-            Body::Delete(selector) => written(self.delete(c, selector, &call.body).await?),
+            Body::Upsert(points) => written(self.upsert(c, points, &call.body).await?, started),
+            Body::Delete(selector) => written(self.delete(c, selector, &call.body).await?, started),
             Body::SetPayload {
                 selector,
                 payload,
@@ -362,6 +366,7 @@ impl Ctx<'_> {
             } => written(
                 self.set_payload(c, selector, payload, key, overwrite, &call.body)
                     .await?,
+                started,
             ),
             Body::GetPoints(req) => self.get_points(c, req, started).await,
             Body::GetPoint(id) => self.get_point(c, id, &call.path).await,
@@ -379,7 +384,7 @@ impl Ctx<'_> {
                 let written = Written::for_query(endpoint, points, !partial.is_empty());
                 Ok(Done {
                     status: 200,
-                    body: written.to_bytes(false, started),
+                    body: written.to_bytes(false, started).into(),
                     partial,
                 })
             }
@@ -391,7 +396,9 @@ impl Ctx<'_> {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Done {
                     status: 200,
-                    body: Written::for_batch(endpoint, lists).to_bytes(false, started),
+                    body: Written::for_batch(endpoint, lists)
+                        .to_bytes(false, started)
+                        .into(),
                     partial: scatter.missing(),
                 })
             }
@@ -400,14 +407,16 @@ impl Ctx<'_> {
                 let groups = run_groups(&scatter, &plan).await?;
                 Ok(Done {
                     status: 200,
-                    body: Written::Groups(groups).to_bytes(false, started),
+                    body: Written::Groups(groups).to_bytes(false, started).into(),
                     partial: scatter.missing(),
                 })
             }
         }
     }
 
-    /// Runs the request on the only shard, built in: in process, on the blocking pool.
+    /// Runs the request on the only shard, built in: reads in place on this API thread (a
+    /// search is short CPU work, and handing it to another thread costs more than the search),
+    /// writes on the blocking pool, since they wait for an fsync.
     async fn in_process(
         &self,
         shard: &Arc<shardd::Shard>,
@@ -417,6 +426,9 @@ impl Ctx<'_> {
         let route: Route<Payload> = route
             .map_payload(|raw| serde_json::from_str::<Payload>(raw.get()))
             .map_err(|e| shardd::Error::bad(format!("Format error in JSON body: payload: {e}")))?;
+        if route.endpoint.is_read() {
+            return Ok(Done::ok(api::execute(shard, route, started)?));
+        }
         let shard = shard.clone();
         let work = tokio::task::spawn_blocking(move || api::execute(&shard, route, started));
         match tokio::time::timeout_at(self.deadline, work).await {
@@ -457,7 +469,7 @@ impl Ctx<'_> {
             .map_err(|f| GatewayError::Unreachable(vec![f]))?;
         Ok(Done {
             status: answer.status,
-            body: answer.body.to_vec(),
+            body: answer.body,
             partial: Vec::new(),
         })
     }

@@ -4,7 +4,8 @@
 //! vecgate binds its listeners itself instead of leaving that to pingora's `Server`, which logs
 //! a failed bind in a service thread and keeps the process running unbound. Here a socket that
 //! cannot be bound is a fatal error naming the address, and `listening on ADDR` is printed only
-//! for a bound socket.
+//! for a bound socket; the bound socket is then handed to pingora's listening service, as an
+//! inherited listener, which accepts and serves connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,12 +14,25 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::apps::ServerApp;
+use bytes::Bytes;
+use std::os::fd::IntoRawFd;
+
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::http::ResponseHeader;
+use pingora::listeners::ListenerConfig;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream;
+use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::server::ShutdownWatch;
+use pingora::server::{Fds, ListenFds};
+use pingora::services::listening::Service;
+use pingora::services::Service as PingoraService;
 use tokio::sync::{watch, Notify};
+
+/// Bytes read from a connection at a time.
+const READ_BUFFER: usize = 16 << 10;
+/// Bytes of an answer gathered before they are sent: an answer's head and a body up to this
+/// size leave in one write.
+const WRITE_BUFFER: usize = 16 << 10;
 
 /// Binds `addr` (named by its config field `what`), failing with both in the message.
 pub fn bind(addr: &str, what: &str) -> anyhow::Result<std::net::TcpListener> {
@@ -71,56 +85,134 @@ impl InFlight {
     }
 }
 
-/// An HTTP app whose requests are counted in an [`InFlight`].
-pub struct Counted<A> {
-    /// The app.
-    pub app: A,
+/// An HTTP answer: status, content type, body and extra headers.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `content-type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Bytes,
+    /// More headers (`allow`, `x-vecgate-partial`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Answer {
+        Answer {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain",
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// What answers the requests of a listener.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// The answer to the request whose head `session` has read (the body is the handler's
+    /// to read).
+    async fn handle(&self, session: &mut ServerSession) -> Answer;
+}
+
+/// A [`Handler`] as pingora's HTTP app: each request counted in an [`InFlight`], its answer
+/// written head and body together, and the connection kept alive unless shutdown began.
+pub struct Http<H> {
+    /// The handler.
+    pub handler: H,
     /// Where its requests are counted.
     pub in_flight: Arc<InFlight>,
 }
 
+/// How long an idle connection is kept open (seconds).
+const KEEPALIVE_S: u64 = 60;
+
 #[async_trait]
-impl<A: ServeHttp + Send + Sync> ServeHttp for Counted<A> {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let _counted = self.in_flight.enter();
-        self.app.response(session).await
+impl<H: Handler> HttpServerApp for Http<H> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a request failed");
+                return None;
+            }
+        }
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(KEEPALIVE_S)
+        });
+        let answer = {
+            let _counted = self.in_flight.enter();
+            self.handler.handle(&mut session).await
+        };
+        let mut head = ResponseHeader::build(answer.status, Some(2 + answer.headers.len())).ok()?;
+        head.insert_header(http::header::CONTENT_TYPE, answer.content_type)
+            .ok()?;
+        head.insert_header(http::header::CONTENT_LENGTH, answer.body.len())
+            .ok()?;
+        for (name, value) in answer.headers {
+            head.insert_header(name, value).ok()?;
+        }
+        if let Err(e) = session.write_response_header(Box::new(head)).await {
+            tracing::debug!(error = %e, "writing an answer failed");
+            return None;
+        }
+        if !answer.body.is_empty() {
+            if let Err(e) = session.write_response_body(answer.body, true).await {
+                tracing::debug!(error = %e, "writing an answer failed");
+                return None;
+            }
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                tracing::debug!(error = %e, "finishing an answer failed");
+                None
+            }
+        }
     }
 }
 
-/// Accepts connections on `listener` and serves each with `app` until `shutdown` turns true;
-/// connections then stop being kept alive, and the runtime's end closes idle ones.
+/// Serves `app` on the bound `listener` with pingora's listening service (its accept loop,
+/// connection handshake and write buffering), until `shutdown` turns true. The socket goes to
+/// pingora through its table of inherited listeners, under the address it was bound to.
 pub async fn serve<A>(
     listener: std::net::TcpListener,
-    app: Arc<A>,
-    mut shutdown: watch::Receiver<bool>,
+    app: A,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()>
 where
     A: ServerApp + Send + Sync + 'static,
 {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let (tcp, _) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut next = Some(Box::new(Stream::from(tcp)) as pingora::protocols::Stream);
-            while let Some(stream) = next {
-                next = app.process_new(stream, &shutdown).await;
-            }
-        });
-    }
+    let addr = listener.local_addr()?.to_string();
+    let fds = Fds::new();
+    let fds: ListenFds = std::sync::Arc::new(parking_lot::Mutex::new(fds));
+    fds.lock().add(addr.clone(), listener.into_raw_fd());
+    let mut service = Service::new(format!("vecgate {addr}"), app);
+    service.add_listener(
+        ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(READ_BUFFER, WRITE_BUFFER)),
+    );
+    PingoraService::start_service(&mut service, Some(fds), shutdown, 1).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,11 +12,14 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use vecgate::config::{self, Config};
 use vecgate::gateway::Gateway;
-use vecgate::listener::{bind, serve, Counted, InFlight};
+use vecgate::listener::{bind, serve, Http, InFlight};
 use vecgate::metrics::RouterMetrics;
 use vecgate::server::{AdminApp, ApiApp};
 use vecgate::topology::{Live, ShardKind};
 use vecgate::{maintenance, reload};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -115,24 +118,31 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     let in_flight = Arc::new(InFlight::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
-    let api = Arc::new(Counted {
-        app: ApiApp {
+    // The client API runs on one single-threaded runtime per core; pingora spawns each
+    // accepted connection on one of them at random, so a request, its calls to shards and its
+    // connections stay on one core, with no hand-offs between threads.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let api_runtime = pingora_runtime::Runtime::new_no_steal(workers, "vecgate-api");
+    let api = Http {
+        handler: ApiApp {
             gateway: gateway.clone(),
             metrics: metrics.clone(),
         },
         in_flight: in_flight.clone(),
-    });
-    let admin = Arc::new(Counted {
-        app: AdminApp {
+    };
+    let mut api_served = api_runtime
+        .get_handle()
+        .spawn(serve(api_listener, api, shutdown.clone()));
+    let admin = Http {
+        handler: AdminApp {
             gateway: gateway.clone(),
             registry,
             metrics: metrics.clone(),
             config_path: config_path.clone(),
         },
         in_flight: in_flight.clone(),
-    });
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(serve(api_listener, api, shutdown.clone()));
     tasks.spawn(serve(admin_listener, admin, shutdown.clone()));
     tokio::spawn(maintenance::run(gateway.clone(), shutdown.clone()));
     if let Some(path) = config_path {
@@ -153,13 +163,16 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = int.recv() => tracing::info!("SIGINT: draining"),
         Some(ended) = tasks.join_next() => {
-            ended.context("listener task")?.context("listener")?;
+            ended.context("admin listener task")?.context("admin listener")?;
         }
+        ended = &mut api_served => ended.context("API listener task")?.context("API listener")?,
     }
     let _ = stop.send(true);
     if !in_flight.drained(DRAIN).await {
         tracing::warn!("requests still in flight after {DRAIN:?}; closing anyway");
     }
+    tokio::task::spawn_blocking(move || api_runtime.shutdown_timeout(Duration::from_secs(1)))
+        .await?;
     let shards = gateway.live.builtin_shards();
     tokio::task::spawn_blocking(move || {
         shards

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::gateway::Gateway;
+use crate::upstream::client;
 
 /// Seconds between checkpoints of built-in shards.
 const CHECKPOINT_EVERY_S: u64 = 60;
@@ -39,11 +40,10 @@ pub async fn run(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
 async fn probe_replicas(gateway: &Gateway) {
     let deadline = Instant::now() + Duration::from_millis(500);
     let states = gateway.live.replica_states();
-    let probes = states.iter().map(|r| {
-        gateway
-            .client
-            .call(&r.url, &Method::GET, "/readyz", Bytes::new(), deadline)
-    });
+    let http = client();
+    let probes = states
+        .iter()
+        .map(|r| http.call(&r.url, &Method::GET, "/readyz", Bytes::new(), deadline));
     for (r, result) in states.iter().zip(join_all(probes).await) {
         r.record_probe(matches!(result, Ok(a) if a.status == 200));
     }
@@ -60,8 +60,7 @@ async fn replay_hints(gateway: &Gateway) {
         while let Some(hint) = log.head() {
             let deadline = Instant::now() + Duration::from_secs(5);
             let method = Method::from_bytes(hint.method.as_bytes()).unwrap_or(Method::PUT);
-            let result = gateway
-                .client
+            let result = client()
                 .call(
                     &r.url,
                     &method,

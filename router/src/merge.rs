@@ -44,52 +44,63 @@ impl<H: Hit> Ord for Head<'_, H> {
 /// Merges per-shard lists, each sorted best first and holding that shard's best
 /// `offset + limit`, into the global `offset..offset + limit` window. A point listed by two
 /// shards (possible only while data moves between them) is kept once, at its better rank.
+/// The winners are moved out of the lists, not copied.
 pub fn merge_top_k<H: Hit>(
-    lists: &[Vec<H>],
+    lists: Vec<Vec<H>>,
     distance: Distance,
     offset: usize,
     limit: usize,
 ) -> Vec<H> {
-    let mut heap: BinaryHeap<Head<'_, H>> = lists
-        .iter()
-        .enumerate()
-        .filter_map(|(list, points)| {
-            points.first().map(|point| Head {
-                point,
-                list,
-                at: 0,
-                distance,
+    let winners: Vec<(usize, usize)> = {
+        let mut heap: BinaryHeap<Head<'_, H>> = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(list, points)| {
+                points.first().map(|point| Head {
+                    point,
+                    list,
+                    at: 0,
+                    distance,
+                })
             })
-        })
+            .collect();
+        let mut seen = HashSet::new();
+        let mut winners = Vec::with_capacity(limit.min(1024));
+        let mut skipped = 0;
+        while let Some(Head {
+            point, list, at, ..
+        }) = heap.pop()
+        {
+            if let Some(next) = lists[list].get(at + 1) {
+                heap.push(Head {
+                    point: next,
+                    list,
+                    at: at + 1,
+                    distance,
+                });
+            }
+            if !seen.insert(point.id()) {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            winners.push((list, at));
+            if winners.len() == limit {
+                break;
+            }
+        }
+        winners
+    };
+    let mut slots: Vec<Vec<Option<H>>> = lists
+        .into_iter()
+        .map(|l| l.into_iter().map(Some).collect())
         .collect();
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(limit.min(1024));
-    let mut skipped = 0;
-    while let Some(Head {
-        point, list, at, ..
-    }) = heap.pop()
-    {
-        if let Some(next) = lists[list].get(at + 1) {
-            heap.push(Head {
-                point: next,
-                list,
-                at: at + 1,
-                distance,
-            });
-        }
-        if !seen.insert(point.id()) {
-            continue;
-        }
-        if skipped < offset {
-            skipped += 1;
-            continue;
-        }
-        out.push(point.clone());
-        if out.len() == limit {
-            break;
-        }
-    }
-    out
+    winners
+        .into_iter()
+        .filter_map(|(list, at)| slots[list][at].take())
+        .collect()
 }
 
 /// Merges per-shard lists in id order (listings and scroll pages), each point once.
@@ -138,7 +149,7 @@ mod tests {
                     mine
                 })
                 .collect();
-            prop_assert_eq!(merge_top_k(&lists, distance, offset, limit), want);
+            prop_assert_eq!(merge_top_k(lists, distance, offset, limit), want);
         }
     }
 
@@ -148,7 +159,7 @@ mod tests {
             vec![point(1, 0.9), point(2, 0.5)],
             vec![point(1, 0.9), point(3, 0.4)],
         ];
-        let ids: Vec<PointId> = merge_top_k(&lists, Distance::Cosine, 0, 10)
+        let ids: Vec<PointId> = merge_top_k(lists.clone(), Distance::Cosine, 0, 10)
             .iter()
             .map(|p| p.id)
             .collect();

@@ -15,7 +15,7 @@ pub struct RouterMetrics {
     /// Requests answered with an error, by route and kind (`invalid`, `rejected`, `timeout`,
     /// `unavailable`, `unacknowledged`).
     pub request_errors: IntCounterVec,
-    /// Config reloads by result (`ok`, `invalid`).
+    /// Config reloads by result (`ok`, `invalid`, `failed`: valid but could not be applied).
     pub reloads: IntCounterVec,
     /// Writes waiting to be replayed to each replica.
     pub hints_pending: IntGaugeVec,
@@ -69,7 +69,7 @@ impl RouterMetrics {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "vecgate_config_reloads_total",
-                "Config reloads by result (ok, invalid)",
+                "Config reloads by result (ok, invalid, failed)",
             ),
             &["result"],
         )?;

@@ -16,38 +16,56 @@ use crate::config;
 use crate::gateway::Gateway;
 use crate::metrics::RouterMetrics;
 
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The file's config is in effect.
+    Applied,
+    /// The file is invalid (every problem is listed); the running config stays.
+    Rejected(config::ConfigError),
+    /// The config is valid but could not be put in place (a built-in shard would not open, a
+    /// hint directory is held by another process); the running config stays.
+    Failed(String),
+}
+
+impl ReloadOutcome {
+    /// The label of `vecgate_config_reloads_total{result}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied => "ok",
+            ReloadOutcome::Rejected(_) => "invalid",
+            ReloadOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
 /// Loads, validates and swaps in a config file; the running config stays on any problem.
-pub async fn reload(
-    gateway: &Arc<Gateway>,
-    metrics: &RouterMetrics,
-    path: &Path,
-) -> Result<(), String> {
-    let loaded = config::load(path).map_err(|e| e.to_string());
-    let result = match loaded {
+pub async fn reload(gateway: &Arc<Gateway>, metrics: &RouterMetrics, path: &Path) -> ReloadOutcome {
+    let outcome = match config::load(path) {
+        Err(e) => ReloadOutcome::Rejected(e),
         Ok(config) => {
             let gw = gateway.clone();
             match tokio::task::spawn_blocking(move || gw.build(config)).await {
                 Ok(Ok(topology)) => {
                     gateway.swap(topology);
-                    Ok(())
+                    ReloadOutcome::Applied
                 }
-                Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
-                Err(e) => Err(format!("reload task failed: {e}")),
+                Ok(Err(e)) => ReloadOutcome::Failed(format!("{}: {e}", path.display())),
+                Err(e) => ReloadOutcome::Failed(format!("reload task failed: {e}")),
             }
         }
-        Err(e) => Err(e),
     };
-    match &result {
-        Ok(()) => {
-            metrics.reloads.with_label_values(&["ok"]).inc();
-            tracing::info!(file = %path.display(), "config reloaded");
+    metrics.reloads.with_label_values(&[outcome.label()]).inc();
+    match &outcome {
+        ReloadOutcome::Applied => tracing::info!(file = %path.display(), "config reloaded"),
+        ReloadOutcome::Rejected(e) => {
+            tracing::error!(error = %e, "config rejected; the running config stays")
         }
-        Err(e) => {
-            metrics.reloads.with_label_values(&["invalid"]).inc();
-            tracing::error!(error = %e, "config rejected; the running config stays");
+        ReloadOutcome::Failed(e) => {
+            tracing::error!(error = %e, "config could not be applied; the running config stays")
         }
     }
-    result
+    outcome
 }
 
 fn content_hash(path: &Path) -> Option<u64> {

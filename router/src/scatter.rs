@@ -217,7 +217,7 @@ impl Backend for Scatter<'_> {
         req.offset = 0;
         let body = serde_json::to_vec(&SearchOut(&req)).unwrap_or_default();
         let lists = self.query_all(body).await?;
-        Ok(merge_top_k(&lists, distance, offset, limit))
+        Ok(merge_top_k(lists, distance, offset, limit))
     }
 
     async fn list(&self, mut req: ListRequest) -> Result<Vec<RawHit>, GatewayError> {

@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use http::{Method, StatusCode};
 use pingora::protocols::http::ServerSession;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 use shardd::api::response::error_body;
 
 use crate::gateway::{Call, Gateway};
+use crate::listener::{Answer, Handler};
 use crate::metrics::RouterMetrics;
-use crate::reload::reload;
+use crate::reload::{reload, ReloadOutcome};
 use crate::topology::ShardKind;
 
 /// The admin listener's paths and the method each takes.
@@ -31,46 +31,37 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 
-fn respond(
-    status: u16,
-    content_type: &str,
-    body: Vec<u8>,
-    extra: &[(&str, String)],
-) -> Response<Vec<u8>> {
-    let mut b = Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len());
-    for (k, v) in extra {
-        b = b.header(*k, v.as_str());
-    }
-    b.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+fn json_error(status: u16, msg: &str) -> Answer {
+    Answer::json(status, error_body(msg, Instant::now()))
 }
 
-fn json_error(status: u16, msg: &str) -> Response<Vec<u8>> {
-    respond(
-        status,
-        "application/json",
-        error_body(msg, Instant::now()),
-        &[],
-    )
-}
-
-/// Reads the whole request body, refusing more than [`MAX_BODY_BYTES`].
-async fn read_body(session: &mut ServerSession) -> Result<Bytes, Response<Vec<u8>>> {
-    let mut body = Vec::new();
+/// Reads the whole request body, refusing more than [`MAX_BODY_BYTES`]. A body that arrives
+/// in one piece (most do) is kept as it came, uncopied.
+async fn read_body(session: &mut ServerSession) -> Result<Bytes, Answer> {
+    let mut first: Option<Bytes> = None;
+    let mut rest = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
+                if held + chunk.len() > MAX_BODY_BYTES {
                     return Err(json_error(
                         413,
                         &format!("Payload too large: request body exceeds {MAX_BODY_BYTES} bytes"),
                     ));
                 }
-                body.extend_from_slice(&chunk);
+                match &first {
+                    None => first = Some(chunk),
+                    Some(f) => {
+                        if rest.is_empty() {
+                            rest.extend_from_slice(f);
+                        }
+                        rest.extend_from_slice(&chunk);
+                    }
+                }
             }
-            Ok(None) => return Ok(Bytes::from(body)),
+            Ok(None) if rest.is_empty() => return Ok(first.unwrap_or_default()),
+            Ok(None) => return Ok(Bytes::from(rest)),
             Err(e) => return Err(json_error(400, &format!("Wrong input: reading body: {e}"))),
         }
     }
@@ -85,8 +76,8 @@ pub struct ApiApp {
 }
 
 #[async_trait]
-impl ServeHttp for ApiApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl Handler for ApiApp {
+    async fn handle(&self, session: &mut ServerSession) -> Answer {
         let started = Instant::now();
         let header = session.req_header();
         let method = header.method.clone();
@@ -97,11 +88,11 @@ impl ServeHttp for ApiApp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         if method == Method::GET && matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
-            return respond(200, "text/plain", b"ok".to_vec(), &[]);
+            return Answer::text(200, "ok");
         }
         let body = match read_body(session).await {
             Ok(b) => b,
-            Err(resp) => return resp,
+            Err(answer) => return answer,
         };
         let reply = self
             .gateway
@@ -113,22 +104,26 @@ impl ServeHttp for ApiApp {
                 region,
             })
             .await;
+        let status =
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         self.metrics
             .requests
-            .with_label_values(&[reply.route, method.as_str(), &reply.status.to_string()])
+            .with_label_values(&[reply.route, method.as_str(), status.as_str()])
             .inc();
         self.metrics
             .latency
             .with_label_values(&[reply.route])
             .observe(started.elapsed().as_secs_f64());
-        let mut extra: Vec<(&str, String)> = Vec::new();
+        let mut answer = Answer::json(reply.status, reply.body);
         if !reply.partial.is_empty() {
-            extra.push(("x-vecgate-partial", reply.partial.join(",")));
+            answer
+                .headers
+                .push(("x-vecgate-partial", reply.partial.join(",")));
         }
         if let Some(allow) = reply.allow {
-            extra.push(("allow", allow));
+            answer.headers.push(("allow", allow));
         }
-        respond(reply.status, "application/json", reply.body, &extra)
+        answer
     }
 }
 
@@ -145,27 +140,26 @@ pub struct AdminApp {
 }
 
 #[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl Handler for AdminApp {
+    async fn handle(&self, session: &mut ServerSession) -> Answer {
         let header = session.req_header();
         let (method, path) = (header.method.clone(), header.uri.path().to_string());
-        let ok = |v: serde_json::Value| {
-            respond(
-                200,
-                "application/json",
-                serde_json::to_vec(&v).unwrap_or_default(),
-                &[],
-            )
-        };
+        let ok =
+            |v: serde_json::Value| Answer::json(200, serde_json::to_vec(&v).unwrap_or_default());
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 let mut buf = Vec::new();
                 match TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-                    Ok(()) => respond(200, "text/plain; version=0.0.4", buf, &[]),
+                    Ok(()) => Answer {
+                        status: 200,
+                        content_type: "text/plain; version=0.0.4",
+                        body: buf.into(),
+                        headers: Vec::new(),
+                    },
                     Err(e) => json_error(500, &e.to_string()),
                 }
             }
-            (Method::GET, "/healthz") => respond(200, "text/plain", b"ok".to_vec(), &[]),
+            (Method::GET, "/healthz") => Answer::text(200, "ok"),
             (Method::GET, "/admin/config") => ok(serde_json::to_value(
                 self.gateway.topology().config.redacted(),
             )
@@ -177,20 +171,20 @@ impl ServeHttp for AdminApp {
                     "running the embedded default (no --config file) has nothing to reload",
                 ),
                 Some(p) => match reload(&self.gateway, &self.metrics, p).await {
-                    Ok(()) => ok(json!({"status": "ok", "reloaded": p})),
-                    Err(e) => json_error(400, &e),
+                    ReloadOutcome::Applied => ok(json!({"status": "ok", "reloaded": p})),
+                    ReloadOutcome::Rejected(e) => json_error(400, &e.to_string()),
+                    ReloadOutcome::Failed(e) => json_error(409, &e),
                 },
             },
             (m, p) => match ADMIN_ROUTES.iter().find(|(path, _)| *path == p) {
-                Some((_, allowed)) => respond(
-                    405,
-                    "application/json",
-                    error_body(
+                Some((_, allowed)) => {
+                    let mut answer = json_error(
+                        405,
                         &format!("Method not allowed: {p} takes {allowed}, not {m}"),
-                        Instant::now(),
-                    ),
-                    &[("allow", allowed.to_string())],
-                ),
+                    );
+                    answer.headers.push(("allow", allowed.to_string()));
+                    answer
+                }
                 None => json_error(404, &format!("Not found: no admin route {p}")),
             },
         }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shardd::api::request::{GetPointsRequest, ScrollRequest};
 use shardd::api::response::{envelope, Answer as Written};
+use shardd::api::CountResult;
 use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
@@ -22,7 +23,7 @@ use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::merge::merge_by_id;
 use crate::scatter::RawHit;
 use crate::topology::{ShardKind, ShardRoute};
-use crate::upstream::{call_builtin, Answer, CallError};
+use crate::upstream::{call_builtin, client, Answer, CallError};
 
 impl Ctx<'_> {
     /// Reads from one replica of `shard`, retrying other replicas on failure until the
@@ -70,9 +71,7 @@ impl Ctx<'_> {
                         self.deadline
                     };
                     let _in_flight = r.state.start();
-                    let result = self
-                        .gw
-                        .client
+                    let result = client()
                         .call(&r.state.url, method, path, body.clone(), attempt_deadline)
                         .await;
                     self.gw.observe(&shard.name, r, &result);
@@ -143,7 +142,7 @@ impl Ctx<'_> {
         let collections: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
         Ok(Done {
             status: 200,
-            body: envelope(&json!({ "collections": collections }), started),
+            body: envelope(&json!({ "collections": collections }), started).into(),
             partial,
         })
     }
@@ -173,7 +172,7 @@ impl Ctx<'_> {
         }
         Ok(Done {
             status: 200,
-            body: envelope(&info, started),
+            body: envelope(&info, started).into(),
             partial,
         })
     }
@@ -192,7 +191,8 @@ impl Ctx<'_> {
             body: envelope(
                 &json!({"exists": results.iter().any(|r| r.exists)}),
                 started,
-            ),
+            )
+            .into(),
             partial,
         })
     }
@@ -244,7 +244,7 @@ impl Ctx<'_> {
             .map_err(|f| GatewayError::Unreachable(vec![f]))?;
         Ok(Done {
             status: answer.status,
-            body: answer.body.to_vec(),
+            body: answer.body,
             partial: Vec::new(),
         })
     }
@@ -271,7 +271,7 @@ impl Ctx<'_> {
         all.truncate(limit);
         Ok(Done {
             status: 200,
-            body: Written::Scroll(all, next).to_bytes(false, started),
+            body: Written::Scroll(all, next).to_bytes(false, started).into(),
             partial,
         })
     }
@@ -293,9 +293,12 @@ impl Ctx<'_> {
         Ok(Done {
             status: 200,
             body: envelope(
-                &json!({"count": counts.iter().map(|c| c.count).sum::<u64>()}),
+                &CountResult {
+                    count: counts.iter().map(|c| c.count).sum(),
+                },
                 started,
-            ),
+            )
+            .into(),
             partial,
         })
     }

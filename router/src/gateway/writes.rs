@@ -7,7 +7,7 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::Value;
 use shardd::api::request::{DeleteRequest, SetPayloadRequest, UpsertOut};
-use shardd::api::update_result;
+use shardd::api::{update_result, UpdateResult};
 use shardd::engine::point::PointWrite;
 use shardd::shard::Selector;
 
@@ -15,7 +15,7 @@ use super::{encode_segment, read_result, Ctx, RawPayload};
 use crate::error::GatewayError;
 use crate::hints::Hint;
 use crate::topology::{ShardKind, ShardRoute};
-use crate::upstream::{call_builtin, Answer, CallError};
+use crate::upstream::{call_builtin, client, Answer, CallError};
 
 /// Acknowledgements of one shard's part of a write.
 struct ShardWrite {
@@ -92,9 +92,7 @@ impl Ctx<'_> {
                             }
                         }
                         let _in_flight = r.state.start();
-                        let result = self
-                            .gw
-                            .client
+                        let result = client()
                             .call(&r.state.url, method, path, body, self.deadline)
                             .await;
                         self.gw.observe(&shard.name, r, &result);
@@ -188,7 +186,7 @@ impl Ctx<'_> {
         method: &Method,
         path: &str,
         parts: Vec<(usize, Bytes)>,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<UpdateResult, GatewayError> {
         let mut operation = 0;
         for (shard, a) in self.write_answers(method, path, parts).await? {
             if let Some(op) = read_result::<Written>(&shard, &a)?.operation_id {
@@ -260,7 +258,7 @@ impl Ctx<'_> {
         method: &Method,
         suffix: &str,
         body: &Bytes,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<UpdateResult, GatewayError> {
         let path = format!("/collections/{}/{suffix}?wait=true", encode_segment(c));
         self.write(method, &path, self.all_shards(body)).await
     }
@@ -270,7 +268,7 @@ impl Ctx<'_> {
         c: &str,
         points: Vec<PointWrite<Option<RawPayload>>>,
         original: &Bytes,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<UpdateResult, GatewayError> {
         let points = if self.topo.shards.len() == 1 {
             points
         } else {
@@ -293,7 +291,7 @@ impl Ctx<'_> {
         c: &str,
         selector: Selector,
         original: &Bytes,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<UpdateResult, GatewayError> {
         let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
         let parts = match selector {
             Selector::Ids(ids) => self.parts(
@@ -321,7 +319,7 @@ impl Ctx<'_> {
         key: Option<String>,
         overwrite: bool,
         original: &Bytes,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<UpdateResult, GatewayError> {
         let method = if overwrite { Method::PUT } else { Method::POST };
         let path = format!(
             "/collections/{}/points/payload?wait=true",
