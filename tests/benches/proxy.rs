@@ -217,31 +217,29 @@ fn compare(title: &str, targets: &[(&str, &str)], script: &Path, k: &Knobs) {
             runs[i].push(r);
         }
     }
-    let stats: Vec<(f64, f64, f64)> = runs
-        .iter()
-        .map(|rs| {
-            (
-                median(rs.iter().map(|r| r.0).collect()),
-                median(rs.iter().map(|r| r.1).collect()),
-                median(rs.iter().map(|r| r.2).collect()),
-            )
-        })
-        .collect();
-    let base = stats[0];
+    let per_round = |i: usize, f: fn(&(f64, f64, f64)) -> f64| -> f64 {
+        median(
+            runs[i]
+                .iter()
+                .zip(&runs[0])
+                .map(|(r, base)| f(r) / f(base))
+                .collect(),
+        )
+    };
     println!(
-        "\n{title} (median of {} runs of {} s, {} connections)",
+        "\n{title} (median of {} interleaved runs of {} s, {} connections; ratios are to the direct shard in the same round)",
         k.rounds, k.seconds, k.connections
     );
     println!("| target | req/s | ratio | p50 ms | p99 ms | p99 ratio |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for ((name, _), s) in targets.iter().zip(&stats) {
+    for (i, (name, _)) in targets.iter().enumerate() {
         println!(
             "| {name} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
-            s.0,
-            s.0 / base.0,
-            s.1,
-            s.2,
-            s.2 / base.2
+            median(runs[i].iter().map(|r| r.0).collect()),
+            per_round(i, |r| r.0),
+            median(runs[i].iter().map(|r| r.1).collect()),
+            median(runs[i].iter().map(|r| r.2).collect()),
+            per_round(i, |r| r.2),
         );
     }
     let _ = std::io::stdout().flush();
@@ -261,7 +259,7 @@ fn main() {
         "loading {} x {}-d points into one shardd, the embedded router and 3 shards",
         k.n, k.dim
     );
-    let shard = shardd(&dir.path().join("shard"), &[]);
+    let shard = shardd(&dir.path().join("shard"), &["--snapshot-interval-s", "0"]);
     load(&shard.url(), &k);
     let proxy = router(dir.path(), "proxy", &remote_shard("s0", &[shard.url()]));
     let nginx = Nginx::start(&shard.addr.to_string());
