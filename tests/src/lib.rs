@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fixture;
+
 /// The workspace's target directory for the profile the tests were built with.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

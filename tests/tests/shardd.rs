@@ -6,18 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::fixture::random_vectors;
 use e2e::*;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const DIM: usize = 16;
-
-fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-        .collect()
-}
 
 fn create(url: &str, name: &str, body: Value) {
     assert_eq!(
@@ -318,8 +312,8 @@ fn search_equals_brute_force_for_every_distance() {
     let dir = tempfile::tempdir().unwrap();
     let p = shardd(dir.path(), &[]);
     let url = p.url();
-    let data = random_vectors(2000, 11);
-    let queries = random_vectors(15, 12);
+    let data = random_vectors(2000, DIM, 11);
+    let queries = random_vectors(15, DIM, 12);
     for distance in ["Cosine", "Dot", "Euclid", "Manhattan"] {
         let name = distance.to_lowercase();
         create(
@@ -351,7 +345,7 @@ fn graph_search_recall_stays_high_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let p = shardd(dir.path(), &[]);
     let url = p.url();
-    let data = random_vectors(2000, 21);
+    let data = random_vectors(2000, DIM, 21);
     create(
         &url,
         "g",
@@ -359,7 +353,7 @@ fn graph_search_recall_stays_high_through_the_daemon() {
     );
     upsert_all(&url, "g", &data);
     let mut found = 0;
-    for q in random_vectors(20, 22) {
+    for q in random_vectors(20, DIM, 22) {
         let want: BTreeSet<u64> = brute_force("Euclid", &data, &q, 10, |_| true)
             .iter()
             .map(|h| h.0)
@@ -390,7 +384,7 @@ fn selective_filters_return_k_points_that_match() {
     let dir = tempfile::tempdir().unwrap();
     let p = shardd(dir.path(), &[]);
     let url = p.url();
-    let data = random_vectors(2000, 31);
+    let data = random_vectors(2000, DIM, 31);
     for (name, threshold) in [("exact", 10_000), ("graph", 0)] {
         create(
             &url,
@@ -398,7 +392,7 @@ fn selective_filters_return_k_points_that_match() {
             json!({"vectors": {"size": DIM, "distance": "Dot"}, "hnsw_config": {"full_scan_threshold": threshold}}),
         );
         upsert_all(&url, name, &data);
-        for q in random_vectors(10, 32) {
+        for q in random_vectors(10, DIM, 32) {
             let rare = json!({"must": [{"key": "rare", "match": {"value": true}}]});
             let got = hits(&ok(
                 "POST",
@@ -434,7 +428,7 @@ fn deleted_points_never_appear_in_results() {
     let dir = tempfile::tempdir().unwrap();
     let p = shardd(dir.path(), &[]);
     let url = p.url();
-    let data = random_vectors(2000, 41);
+    let data = random_vectors(2000, DIM, 41);
     create(
         &url,
         "d",
@@ -560,7 +554,7 @@ fn raw_exchange(addr: std::net::SocketAddr, head: &[u8], body: &[u8]) -> String 
 fn restart_recovers_after_clean_and_unclean_stops() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = shardd(dir.path(), &[]);
-    let data = random_vectors(1000, 51);
+    let data = random_vectors(1000, DIM, 51);
     create(
         &p.url(),
         "r",
@@ -717,7 +711,7 @@ fn filtered_plans(url: &str, plan: &str) -> f64 {
 fn payload_indexes_narrow_filters_and_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = shardd(dir.path(), &[]);
-    let data = random_vectors(2000, 61);
+    let data = random_vectors(2000, DIM, 61);
     create(
         &p.url(),
         "ix",

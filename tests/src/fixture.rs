@@ -1,0 +1,165 @@
+//! The `docs` collection the cluster tests share: its data, its setup through any endpoint, and a
+//! stream of searches that counts what failed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::{call, client, metric, ok, Process};
+
+/// The dimension of the `docs` collection.
+pub const DIM: usize = 8;
+
+/// `n` vectors of `dim` uniform components in [-1, 1), the same for the same `seed`.
+pub fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect()
+}
+
+/// Creates `docs` (Dot, [`DIM`]) and upserts `data`: every fifth id a UUID, payloads `group` and `n`.
+pub fn setup(url: &str, data: &[Vec<f32>]) {
+    ok(
+        "PUT",
+        &format!("{url}/collections/docs"),
+        Some(&json!({"vectors": {"size": DIM, "distance": "Dot"}})),
+    );
+    for (c, chunk) in data.chunks(100).enumerate() {
+        let points: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = c * 100 + j;
+                let id = if i % 5 == 0 {
+                    json!(format!("00000000-0000-0000-0000-{i:012}"))
+                } else {
+                    json!(i)
+                };
+                json!({"id": id, "vector": v, "payload": {"group": format!("g{}", i % 7), "n": i}})
+            })
+            .collect();
+        ok(
+            "PUT",
+            &format!("{url}/collections/docs/points?wait=true"),
+            Some(&json!({"points": points})),
+        );
+    }
+}
+
+/// An admin endpoint's JSON (not wrapped in Qdrant's envelope).
+pub fn admin_json(url: &str) -> Value {
+    let (status, body) = call("GET", url, None);
+    assert_eq!(status, 200, "{url}: {body}");
+    body
+}
+
+/// The ids of a list of points or hits.
+pub fn ids(points: &Value) -> Vec<Value> {
+    points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect()
+}
+
+/// A search with offset, payloads and a `must_not` filter.
+pub fn search_body(q: &[f32]) -> Value {
+    json!({"query": q, "limit": 7, "offset": 3, "with_payload": true, "filter": {"must_not": [{"key": "group", "match": {"value": "g3"}}]}})
+}
+
+/// How many `/points/query` requests `replica` has served.
+pub fn query_count(replica: &Process) -> f64 {
+    metric(
+        &replica.url(),
+        "shardd_http_requests_total",
+        &["route=\"/collections/{c}/points/query\""],
+    )
+}
+
+/// Search loops running against the router, counting answers.
+pub struct Stream {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Stream {
+    /// Starts `threads` loops of searches (each stops by itself after 20,000).
+    pub fn start(url: String, threads: usize) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handles = (0..threads)
+            .map(|t| {
+                let (url, stop, okc, bad, errors) = (
+                    url.clone(),
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    errors.clone(),
+                );
+                std::thread::spawn(move || {
+                    let agent = client();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::SeqCst) && i < 20_000 {
+                        i += 1;
+                        let q = vec![((t as f32) + (i as f32)).sin(); DIM];
+                        match agent
+                            .post(&format!("{url}/collections/docs/points/query"))
+                            .send_json(json!({"query": q, "limit": 5}))
+                        {
+                            Ok(r) if r.status().as_u16() == 200 => {
+                                okc.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(mut r) => {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                                errors
+                                    .lock()
+                                    .unwrap()
+                                    .push(r.body_mut().read_to_string().unwrap_or_default());
+                            }
+                            Err(e) => {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                                errors.lock().unwrap().push(e.to_string());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Stream {
+            handles,
+            stop,
+            ok,
+            failed,
+            errors,
+        }
+    }
+
+    /// Waits (up to a minute) until `n` searches succeeded.
+    pub fn wait_for_ok(&self, n: usize) {
+        let t = Instant::now();
+        while self.ok.load(Ordering::SeqCst) < n && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the loops and returns (succeeded, failed, first error).
+    pub fn finish(self) -> (usize, usize, Option<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handles.into_iter().for_each(|h| h.join().unwrap());
+        let first = self.errors.lock().unwrap().first().cloned();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            first,
+        )
+    }
+}
