@@ -83,6 +83,12 @@ pub enum GatewayError {
     Unacknowledged(Vec<String>),
 }
 
+impl From<ShardFailure> for GatewayError {
+    fn from(f: ShardFailure) -> Self {
+        GatewayError::Unreachable(vec![f])
+    }
+}
+
 impl From<shardd::Error> for GatewayError {
     fn from(e: shardd::Error) -> Self {
         GatewayError::Request(e)

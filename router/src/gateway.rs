@@ -79,6 +79,17 @@ pub(crate) struct Done {
     partial: Vec<String>,
 }
 
+/// A shard's answer, passed on as it came.
+impl From<Answer> for Done {
+    fn from(a: Answer) -> Done {
+        Done {
+            status: a.status,
+            body: a.body,
+            partial: Vec::new(),
+        }
+    }
+}
+
 impl Done {
     fn ok(body: impl Into<Bytes>) -> Done {
         Done {
@@ -465,13 +476,8 @@ impl Ctx<'_> {
                 &path,
                 call.body.clone(),
             )
-            .await
-            .map_err(|f| GatewayError::Unreachable(vec![f]))?;
-        Ok(Done {
-            status: answer.status,
-            body: answer.body,
-            partial: Vec::new(),
-        })
+            .await?;
+        Ok(answer.into())
     }
 
     fn policy(&self, collection: &str) -> ReadPolicy {
@@ -524,8 +530,7 @@ impl Ctx<'_> {
                 &path,
                 Bytes::new(),
             )
-            .await
-            .map_err(|f| GatewayError::Unreachable(vec![f]))?;
+            .await?;
         let info: Info = read_result(&shard.name, &answer)?;
         let params = &info.config.params;
         let req: CreateCollection = serde_json::from_value(json!({

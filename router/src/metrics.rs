@@ -1,6 +1,7 @@
 //! The router's Prometheus metrics: client requests, replica calls by outcome, ejections, reloads.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use shardd::metrics::Registrar;
 
 /// Router-level metrics.
 pub struct RouterMetrics {
@@ -28,91 +29,57 @@ pub struct RouterMetrics {
 impl RouterMetrics {
     /// Registers the router's metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "vecgate_http_requests_total",
-                "Client requests by route, method and status",
-            ),
-            &["route", "method", "status"],
-        )?;
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "vecgate_http_request_duration_seconds",
-                "Client request latency by route",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
-            &["route"],
-        )?;
-        let replica_calls = IntCounterVec::new(
-            Opts::new(
-                "vecgate_replica_calls_total",
-                "Calls to replicas by shard, url and outcome (ok, error, timeout)",
-            ),
-            &["shard", "url", "outcome"],
-        )?;
-        let ejections = IntCounterVec::new(
-            Opts::new(
-                "vecgate_replica_ejections_total",
-                "Passive ejections of replicas by shard and url",
-            ),
-            &["shard", "url"],
-        )?;
-        let request_errors = IntCounterVec::new(
-            Opts::new(
-                "vecgate_request_errors_total",
-                "Requests answered with an error, by route and kind (invalid, rejected, timeout, unavailable, unacknowledged)",
-            ),
-            &["route", "kind"],
-        )?;
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "vecgate_config_reloads_total",
-                "Config reloads by result (ok, invalid, failed)",
-            ),
-            &["result"],
-        )?;
-        let hints_pending = IntGaugeVec::new(
-            Opts::new(
-                "vecgate_hints_pending",
-                "Writes waiting to be replayed to a replica that missed them",
-            ),
-            &["url"],
-        )?;
-        let hints_replayed = IntCounterVec::new(
-            Opts::new(
-                "vecgate_hints_replayed_total",
-                "Missed writes replayed to replicas",
-            ),
-            &["url"],
-        )?;
-        let hint_failures = IntCounterVec::new(
-            Opts::new(
-                "vecgate_hint_failures_total",
-                "Hints not persisted (disk) or rejected on replay (rejected)",
-            ),
-            &["url", "reason"],
-        )?;
-        registry.register(Box::new(hints_pending.clone()))?;
-        registry.register(Box::new(hints_replayed.clone()))?;
-        registry.register(Box::new(hint_failures.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(replica_calls.clone()))?;
-        registry.register(Box::new(ejections.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(request_errors.clone()))?;
+        let r = Registrar::new(registry, "vecgate");
         Ok(RouterMetrics {
-            requests,
-            latency,
-            replica_calls,
-            ejections,
-            request_errors,
-            reloads,
-            hints_pending,
-            hints_replayed,
-            hint_failures,
+            requests: r.counters(
+                "http_requests_total",
+                "Client requests by route, method and status",
+                &["route", "method", "status"],
+            )?,
+            latency: r.histograms(
+                "http_request_duration_seconds",
+                "Client request latency by route",
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    10.0,
+                ],
+                &["route"],
+            )?,
+            replica_calls: r.counters(
+                "replica_calls_total",
+                "Calls to replicas by shard, url and outcome (ok, error, timeout)",
+                &["shard", "url", "outcome"],
+            )?,
+            ejections: r.counters(
+                "replica_ejections_total",
+                "Passive ejections of replicas by shard and url",
+                &["shard", "url"],
+            )?,
+            request_errors: r.counters(
+                "request_errors_total",
+                "Requests answered with an error, by route and kind (invalid, rejected, timeout, unavailable, unacknowledged)",
+                &["route", "kind"],
+            )?,
+            reloads: r.counters(
+                "config_reloads_total",
+                "Config reloads by result (ok, invalid, failed)",
+                &["result"],
+            )?,
+            hints_pending: r.gauges(
+                "hints_pending",
+                "Writes waiting to be replayed to a replica that missed them",
+                &["url"],
+            )?,
+            hints_replayed: r.counters(
+                "hints_replayed_total",
+                "Missed writes replayed to replicas",
+                &["url"],
+            )?,
+            hint_failures: r.counters(
+                "hint_failures_total",
+                "Hints not persisted (disk) or rejected on replay (rejected)",
+                &["url", "reason"],
+            )?,
         })
     }
 }

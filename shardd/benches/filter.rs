@@ -12,8 +12,8 @@ use shardd::api::request::CreateCollection;
 use shardd::engine::payload::WithPayload;
 use shardd::engine::payload_index::FieldType;
 use shardd::engine::point::PointWrite;
-use shardd::engine::point::{PointId, Vector, WithVector};
-use shardd::engine::search::{QueryVector, SearchParams, SearchRequest};
+use shardd::engine::point::{PointId, Vector};
+use shardd::engine::search::{QueryVector, SearchRequest};
 use shardd::shard::Update;
 use shardd::{FsyncPolicy, Shard, ShardOptions};
 
@@ -90,16 +90,13 @@ fn main() {
     }
     let queries: Vec<SearchRequest> = (0..nq)
         .map(|i| SearchRequest {
-            using: String::new(),
-            vector: QueryVector::Dense((0..dim).map(|_| rng.random::<f32>()).collect()),
             filter: Some(serde_json::from_value(json!({"must": [{"key": "tenant", "match": {"value": format!("t{}", i % 100)}}]})).expect("filter")),
-            limit: 10,
-            offset: 0,
-            score_threshold: None,
-            params: SearchParams::default(),
             with_payload: WithPayload::All(true),
-            with_vector: WithVector::All(false),
-            idf: None,
+            ..SearchRequest::nearest(
+                String::new(),
+                QueryVector::Dense((0..dim).map(|_| rng.random::<f32>()).collect()),
+                10,
+            )
         })
         .collect();
     let (scan_p50, scan_qps) = measure(&collection, &queries, runs);

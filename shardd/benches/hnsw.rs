@@ -13,9 +13,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use shardd::api::request::CreateCollection;
 use shardd::engine::distance::l2sq;
-use shardd::engine::payload::WithPayload;
 use shardd::engine::point::PointWrite;
-use shardd::engine::point::{PointId, Vector, WithVector};
+use shardd::engine::point::{PointId, Vector};
 use shardd::engine::search::{QueryVector, SearchParams, SearchRequest};
 use shardd::shard::Update;
 use shardd::{FsyncPolicy, Shard, ShardOptions};
@@ -153,19 +152,11 @@ fn main() {
     let mut shardd_rows = Vec::new();
     for &ef in &efs {
         let req = |q: &Vec<f32>| SearchRequest {
-            using: String::new(),
-            vector: QueryVector::Dense(q.clone()),
-            filter: None,
-            limit: K,
-            offset: 0,
-            score_threshold: None,
             params: SearchParams {
                 hnsw_ef: Some(ef),
                 exact: false,
             },
-            with_payload: WithPayload::All(false),
-            with_vector: WithVector::All(false),
-            idf: None,
+            ..SearchRequest::nearest(String::new(), QueryVector::Dense(q.clone()), K)
         };
         let mut found = 0;
         let mut qps = Vec::new();

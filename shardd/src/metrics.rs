@@ -1,7 +1,8 @@
 //! The engine's Prometheus metrics, registered in a registry the caller owns.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 /// Counters and histograms for the WAL, snapshots, recovery and searches.
@@ -31,71 +32,121 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics, named with `prefix` (`shardd` in the daemon), and registers them.
     pub fn new(registry: &Registry, prefix: &str) -> prometheus::Result<Self> {
-        let name = |n: &str| format!("{prefix}_{n}");
+        let r = Registrar::new(registry, prefix);
         let buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
         ];
-        let m = Metrics {
-            wal_fsync_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    name("wal_fsync_duration_seconds"),
-                    "Seconds each WAL fsync took",
-                )
-                .buckets(buckets.clone()),
+        Ok(Metrics {
+            wal_fsync_seconds: r.histogram(
+                "wal_fsync_duration_seconds",
+                "Seconds each WAL fsync took",
+                buckets.clone(),
             )?,
-            wal_bytes: IntCounter::new(
-                name("wal_appended_bytes_total"),
-                "Bytes appended to the WAL",
-            )?,
-            wal_failures: IntCounter::new(
-                name("wal_failures_total"),
+            wal_bytes: r.counter("wal_appended_bytes_total", "Bytes appended to the WAL")?,
+            wal_failures: r.counter(
+                "wal_failures_total",
                 "WAL writes or fsyncs that failed; writes are refused afterwards",
             )?,
-            wal_torn_tails: IntCounter::new(
-                name("wal_torn_tails_total"),
+            wal_torn_tails: r.counter(
+                "wal_torn_tails_total",
                 "Torn records cut from the WAL tail at start",
             )?,
-            wal_replayed: IntCounter::new(
-                name("wal_replayed_records_total"),
+            wal_replayed: r.counter(
+                "wal_replayed_records_total",
                 "WAL records replayed at start",
             )?,
-            snapshot_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    name("snapshot_duration_seconds"),
-                    "Seconds each collection snapshot took",
-                )
-                .buckets(buckets),
+            snapshot_seconds: r.histogram(
+                "snapshot_duration_seconds",
+                "Seconds each collection snapshot took",
+                buckets,
             )?,
-            snapshot_failures: IntCounter::new(
-                name("snapshot_failures_total"),
+            snapshot_failures: r.counter(
+                "snapshot_failures_total",
                 "Collection snapshots that failed",
             )?,
-            searches: IntCounterVec::new(
-                Opts::new(name("searches_total"), "Searches by plan"),
+            searches: r.counters("searches_total", "Searches by plan", &["plan"])?,
+            points: r.gauges("points", "Points per collection", &["collection"])?,
+            filters: r.counters(
+                "filtered_searches_total",
+                "Filtered searches by how the filter found its points (index, scan)",
                 &["plan"],
             )?,
-            points: IntGaugeVec::new(
-                Opts::new(name("points"), "Points per collection"),
-                &["collection"],
-            )?,
-            filters: IntCounterVec::new(
-                Opts::new(
-                    name("filtered_searches_total"),
-                    "Filtered searches by how the filter found its points (index, scan)",
-                ),
-                &["plan"],
-            )?,
-        };
-        registry.register(Box::new(m.wal_fsync_seconds.clone()))?;
-        registry.register(Box::new(m.wal_bytes.clone()))?;
-        registry.register(Box::new(m.wal_failures.clone()))?;
-        registry.register(Box::new(m.wal_torn_tails.clone()))?;
-        registry.register(Box::new(m.wal_replayed.clone()))?;
-        registry.register(Box::new(m.snapshot_seconds.clone()))?;
-        registry.register(Box::new(m.snapshot_failures.clone()))?;
-        registry.register(Box::new(m.searches.clone()))?;
-        registry.register(Box::new(m.points.clone()))?;
-        registry.register(Box::new(m.filters.clone()))?;
-        Ok(m)
+        })
+    }
+}
+
+/// Creates metrics named `PREFIX_name` and registers each in one registry.
+pub struct Registrar<'a> {
+    registry: &'a Registry,
+    prefix: &'a str,
+}
+
+impl<'a> Registrar<'a> {
+    /// Metrics named `{prefix}_...` in `registry`.
+    pub fn new(registry: &'a Registry, prefix: &'a str) -> Self {
+        Registrar { registry, prefix }
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}_{name}", self.prefix)
+    }
+
+    fn add<M: Collector + Clone + 'static>(&self, metric: M) -> prometheus::Result<M> {
+        self.registry.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    /// A counter.
+    pub fn counter(&self, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+        self.add(IntCounter::new(self.name(name), help)?)
+    }
+
+    /// Counters by `labels`.
+    pub fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.add(IntCounterVec::new(
+            Opts::new(self.name(name), help),
+            labels,
+        )?)
+    }
+
+    /// Gauges by `labels`.
+    pub fn gauges(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
+        self.add(IntGaugeVec::new(Opts::new(self.name(name), help), labels)?)
+    }
+
+    /// A histogram over `buckets`.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+    ) -> prometheus::Result<Histogram> {
+        self.add(Histogram::with_opts(
+            HistogramOpts::new(self.name(name), help).buckets(buckets),
+        )?)
+    }
+
+    /// Histograms over `buckets` by `labels`.
+    pub fn histograms(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> prometheus::Result<HistogramVec> {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(self.name(name), help).buckets(buckets),
+            labels,
+        )?)
     }
 }

@@ -4,6 +4,11 @@
 //! upserts through each. Every figure is printed with its ratio to the direct shard.
 //! Run: `bench/proxy.sh` (installs nginx and wrk when missing); see BENCHMARKS.md.
 //!
+//!
+//! With `BENCH_ALLOCATORS="label=PATH ..."` (set by `bench/allocators.sh`) it instead runs the
+//! query comparison once per vecgate build at PATH, in front of one and three shards and
+//! embedded, all in the same rounds.
+//!
 //! Knobs (environment): BENCH_N (30000 points), BENCH_DIM (128), BENCH_SECONDS (8 per wrk run),
 //! BENCH_ROUNDS (3, interleaved), BENCH_CONNECTIONS (16), BENCH_LIMIT (10).
 
@@ -12,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use e2e::{free_port, ok, shardd, vecgate, wait_for, Process};
+use e2e::{free_port, ok, shardd, vecgate_binary, wait_for, Process};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -49,11 +54,16 @@ fn point(id: usize, v: Vec<f32>) -> Value {
     }})
 }
 
+/// Creates `bench` at `url` and loads `k.n` points; every shard, however small, searches its
+/// HNSW graph (a 10k-point shard would otherwise scan), so shard counts compare like for like.
 fn load(url: &str, k: &Knobs) {
     ok(
         "PUT",
         &format!("{url}/collections/bench"),
-        Some(&json!({"vectors": {"size": k.dim, "distance": "Cosine"}})),
+        Some(&json!({
+            "vectors": {"size": k.dim, "distance": "Cosine"},
+            "hnsw_config": {"full_scan_threshold": 1000}
+        })),
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for start in (0..k.n).step_by(1000) {
@@ -76,8 +86,10 @@ fn wrk_script(dir: &Path, name: &str, method: &str, path: &str, bodies: &[String
     for b in bodies {
         lua.push_str(&format!("table.insert(bodies, [==[{b}]==])\n"));
     }
+    // `__ID__` in a body becomes a fresh point id per request: ids start past anything an
+    // earlier run in the last hours used (a million per second of wall time).
     lua.push_str(&format!(
-        "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, \"{path}\", nil, bodies[i])\nend\n"
+        "local next_id = 1000000000 + (os.time() % 10000) * 1000000\nlocal function fresh() next_id = next_id + 1; return string.format(\"%d\", next_id) end\nrequest = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, \"{path}\", nil, (bodies[i]:gsub(\"__ID__\", fresh)))\nend\n"
     ));
     lua.push_str(
         "local shown = 0\nresponse = function(status, headers, body)\n  if status ~= 200 and shown < 3 then\n    shown = shown + 1\n    io.write(\"error response \" .. status .. \": \" .. body .. \"\\n\")\n  end\nend\n",
@@ -87,8 +99,70 @@ fn wrk_script(dir: &Path, name: &str, method: &str, path: &str, bodies: &[String
     file
 }
 
-/// One wrk run: (requests/s, p50 ms, p99 ms).
-fn wrk(url: &str, script: &Path, k: &Knobs) -> (f64, f64, f64) {
+/// What one wrk run measured.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// CPU time the target's own processes spent per request.
+    cpu_us: f64,
+}
+
+/// A process's user plus system CPU time so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("CLK_TCK")
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split(' ')
+        .collect();
+    let (utime, stime): (f64, f64) = (
+        fields[11].parse().expect("utime"),
+        fields[12].parse().expect("stime"),
+    );
+    (utime + stime) / ticks
+}
+
+/// A process and its children (nginx's workers).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .get(stat.rfind(')').unwrap_or(0) + 2..)
+            .and_then(|rest| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            pids.push(child);
+        }
+    }
+    pids
+}
+
+/// One wrk run against `url`, charging the CPU time of `pids` to it.
+fn wrk(url: &str, pids: &[u32], script: &Path, k: &Knobs) -> Run {
+    let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    let cpu_before = cpu();
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -122,7 +196,17 @@ fn wrk(url: &str, script: &Path, k: &Knobs) -> (f64, f64, f64) {
             other => panic!("unit {other}"),
         }
     };
-    (field("Requests/sec:"), field("50%"), field("99%"))
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    Run {
+        rps: field("Requests/sec:"),
+        p50_ms: field("50%"),
+        p99_ms: field("99%"),
+        cpu_us: (cpu() - cpu_before) * 1e6 / requests,
+    }
 }
 
 /// nginx as a reverse proxy to `upstream`, with upstream keep-alive, one worker per core.
@@ -176,7 +260,8 @@ impl Drop for Nginx {
     }
 }
 
-fn router(dir: &Path, name: &str, shards: &str) -> Process {
+/// A vecgate from `binary` over `shards` (config text), its data under `dir/name`.
+fn router(binary: &str, dir: &Path, name: &str, shards: &str) -> Process {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -186,7 +271,7 @@ fn router(dir: &Path, name: &str, shards: &str) -> Process {
         ),
     )
     .expect("writing a router config");
-    vecgate(&config)
+    vecgate_binary(binary, &config)
 }
 
 fn remote_shard(name: &str, urls: &[String]) -> String {
@@ -200,24 +285,48 @@ fn remote_shard(name: &str, urls: &[String]) -> String {
     )
 }
 
+/// Something wrk loads: a name, a URL and the processes whose CPU time a request costs.
+struct Target {
+    name: String,
+    url: String,
+    pids: Vec<u32>,
+}
+
+impl Target {
+    fn new(name: &str, url: String, pids: Vec<u32>) -> Target {
+        Target {
+            name: name.to_string(),
+            url,
+            pids,
+        }
+    }
+
+    /// A target served by `p` alone.
+    fn of(name: &str, p: &Process) -> Target {
+        Target::new(name, p.url(), vec![p.pid().expect("running")])
+    }
+}
+
 /// Runs `script` against every target, interleaved round by round, and prints medians and
 /// ratios to the first target.
-fn compare(title: &str, targets: &[(&str, &str)], script: &Path, k: &Knobs) {
-    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); targets.len()];
+fn compare(title: &str, targets: &[Target], script: &Path, k: &Knobs) {
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     for round in 0..k.rounds {
-        for (i, (name, url)) in targets.iter().enumerate() {
-            let r = wrk(url, script, k);
+        for (i, t) in targets.iter().enumerate() {
+            let r = wrk(&t.url, &t.pids, script, k);
             eprintln!(
-                "  {title} round {}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                "  {title} round {}: {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/req",
                 round + 1,
-                r.0,
-                r.1,
-                r.2
+                t.name,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.cpu_us
             );
             runs[i].push(r);
         }
     }
-    let per_round = |i: usize, f: fn(&(f64, f64, f64)) -> f64| -> f64 {
+    let per_round = |i: usize, f: fn(&Run) -> f64| -> f64 {
         median(
             runs[i]
                 .iter()
@@ -226,23 +335,82 @@ fn compare(title: &str, targets: &[(&str, &str)], script: &Path, k: &Knobs) {
                 .collect(),
         )
     };
+    let med = |i: usize, f: fn(&Run) -> f64| median(runs[i].iter().map(f).collect());
     println!(
-        "\n{title} (median of {} interleaved runs of {} s, {} connections; ratios are to the direct shard in the same round)",
+        "\n{title} (median of {} interleaved runs of {} s, {} connections; ratios are to the direct shard in the same round; CPU is the target's own processes, shards excluded)",
         k.rounds, k.seconds, k.connections
     );
-    println!("| target | req/s | ratio | p50 ms | p99 ms | p99 ratio |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (i, (name, _)) in targets.iter().enumerate() {
+    println!("| target | req/s | ratio | p50 ms | p99 ms | p99 ratio | CPU us/req |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, t) in targets.iter().enumerate() {
         println!(
-            "| {name} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
-            median(runs[i].iter().map(|r| r.0).collect()),
-            per_round(i, |r| r.0),
-            median(runs[i].iter().map(|r| r.1).collect()),
-            median(runs[i].iter().map(|r| r.2).collect()),
-            per_round(i, |r| r.2),
+            "| {} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.1} |",
+            t.name,
+            med(i, |r| r.rps),
+            per_round(i, |r| r.rps),
+            med(i, |r| r.p50_ms),
+            med(i, |r| r.p99_ms),
+            per_round(i, |r| r.p99_ms),
+            med(i, |r| r.cpu_us),
         );
     }
     let _ = std::io::stdout().flush();
+}
+
+/// The deployments measured behind one vecgate build: in front of one shard, embedded, and in
+/// front of three shards.
+struct Routers {
+    proxy: Process,
+    embedded: Process,
+    proxy3: Process,
+}
+
+impl Routers {
+    fn start(
+        binary: &str,
+        label: &str,
+        dir: &Path,
+        shard: &Process,
+        three: &[Process],
+        k: &Knobs,
+    ) -> Routers {
+        let proxy = router(
+            binary,
+            dir,
+            &format!("proxy-{label}"),
+            &remote_shard("s0", &[shard.url()]),
+        );
+        let embedded = router(
+            binary,
+            dir,
+            &format!("embedded-{label}"),
+            "[[shards]]\nname = \"local\"\nbuiltin = true\n",
+        );
+        load(&embedded.url(), k);
+        let shards3: String = three
+            .iter()
+            .enumerate()
+            .map(|(i, p)| remote_shard(&format!("s{i}"), &[p.url()]))
+            .collect();
+        let proxy3 = router(binary, dir, &format!("proxy3-{label}"), &shards3);
+        Routers {
+            proxy,
+            embedded,
+            proxy3,
+        }
+    }
+}
+
+/// `(label, path)` pairs from `BENCH_ALLOCATORS="label=PATH ..."`.
+fn allocator_builds() -> Vec<(String, String)> {
+    std::env::var("BENCH_ALLOCATORS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|pair| {
+            let (label, path) = pair.split_once('=').expect("BENCH_ALLOCATORS: label=PATH");
+            (label.to_string(), path.to_string())
+        })
+        .collect()
 }
 
 fn main() {
@@ -255,30 +423,34 @@ fn main() {
         limit: env_or("BENCH_LIMIT", 10),
     };
     let dir = tempfile::tempdir().expect("temp dir");
+    let mut builds = allocator_builds();
+    let compare_allocators = !builds.is_empty();
+    if !compare_allocators {
+        builds.push(("vecgate".to_string(), "vecgate".to_string()));
+    }
     eprintln!(
-        "loading {} x {}-d points into one shardd, the embedded router and 3 shards",
-        k.n, k.dim
+        "loading {} x {}-d points into one shardd, 3 shards and the embedded router of {} build(s)",
+        k.n,
+        k.dim,
+        builds.len()
     );
     let shard = shardd(&dir.path().join("shard"), &["--snapshot-interval-s", "0"]);
     load(&shard.url(), &k);
-    let proxy = router(dir.path(), "proxy", &remote_shard("s0", &[shard.url()]));
-    let nginx = Nginx::start(&shard.addr.to_string());
-    let embedded = router(
-        dir.path(),
-        "embedded",
-        "[[shards]]\nname = \"local\"\nbuiltin = true\n",
-    );
-    load(&embedded.url(), &k);
     let three: Vec<Process> = (0..3)
         .map(|i| shardd(&dir.path().join(format!("three-{i}")), &[]))
         .collect();
-    let shards3: String = three
+    let routers: Vec<(String, Routers)> = builds
         .iter()
         .enumerate()
-        .map(|(i, p)| remote_shard(&format!("s{i}"), &[p.url()]))
+        .map(|(i, (label, binary))| {
+            let r = Routers::start(binary, label, dir.path(), &shard, &three, &k);
+            if i == 0 {
+                load(&r.proxy3.url(), &k);
+            }
+            (label.clone(), r)
+        })
         .collect();
-    let proxy3 = router(dir.path(), "proxy3", &shards3);
-    load(&proxy3.url(), &k);
+    let nginx = Nginx::start(&shard.addr.to_string());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let queries: Vec<String> = (0..64)
@@ -294,30 +466,56 @@ fn main() {
         "/collections/bench/points/query",
         &queries,
     );
-    let (shard_url, proxy_url, embedded_url, proxy3_url) =
-        (shard.url(), proxy.url(), embedded.url(), proxy3.url());
-    compare(
-        &format!(
-            "/points/query, {} x {}-d, limit {}, with payload",
-            k.n, k.dim, k.limit
-        ),
-        &[
-            ("shardd direct", &shard_url),
-            ("vecgate -> shardd", &proxy_url),
-            ("nginx -> shardd", &nginx.url),
-            ("vecgate embedded", &embedded_url),
-            ("vecgate -> 3 shardd", &proxy3_url),
-        ],
-        &query,
-        &k,
+    let direct = || Target::of("shardd direct", &shard);
+    let title = format!(
+        "/points/query, {} x {}-d, limit {}, with payload",
+        k.n, k.dim, k.limit
     );
+    if compare_allocators {
+        let mut targets = vec![direct()];
+        for (label, r) in &routers {
+            targets.push(Target::of(
+                &format!("vecgate ({label}) -> shardd"),
+                &r.proxy,
+            ));
+            targets.push(Target::of(
+                &format!("vecgate ({label}) embedded"),
+                &r.embedded,
+            ));
+            targets.push(Target::of(
+                &format!("vecgate ({label}) -> 3 shardd"),
+                &r.proxy3,
+            ));
+        }
+        compare(&format!("{title}, by allocator"), &targets, &query, &k);
+        return;
+    }
+    let r = &routers[0].1;
+    let targets = [
+        direct(),
+        Target::of("vecgate -> shardd", &r.proxy),
+        Target::new(
+            "nginx -> shardd",
+            nginx.url.clone(),
+            process_tree(nginx.child.id()),
+        ),
+        Target::of("vecgate embedded", &r.embedded),
+        Target::of("vecgate -> 3 shardd", &r.proxy3),
+    ];
+    compare(&title, &targets, &query, &k);
 
     let upserts: Vec<String> = (0..64)
-        .map(|b| {
+        .map(|_| {
             let points: Vec<Value> = (0..10)
-                .map(|j| point(k.n + b * 10 + j, vector(&mut rng, k.dim)))
+                .map(|_| {
+                    let mut p = point(0, vector(&mut rng, k.dim));
+                    p["id"] = json!("__ID__");
+                    p
+                })
                 .collect();
-            json!({ "points": points }).to_string()
+            json!({ "points": points })
+                .to_string()
+                .replace("\"__ID__\"", "__ID__")
         })
         .collect();
     let upsert = wrk_script(
@@ -328,14 +526,8 @@ fn main() {
         &upserts,
     );
     compare(
-        "upserts of 10 points (wait=true, fsync per write)",
-        &[
-            ("shardd direct", &shard_url),
-            ("vecgate -> shardd", &proxy_url),
-            ("nginx -> shardd", &nginx.url),
-            ("vecgate embedded", &embedded_url),
-            ("vecgate -> 3 shardd", &proxy3_url),
-        ],
+        "upserts of 10 new points (wait=true, fsync per write)",
+        &targets,
         &upsert,
         &k,
     );

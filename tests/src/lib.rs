@@ -56,7 +56,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `name` with `args` and waits (up to 30 s) for its `listening on ADDR` line.
+    /// Starts `name` (a workspace binary, or a path) with `args` and waits (up to 30 s) for its
+    /// `listening on ADDR` line.
     pub fn spawn(name: &str, args: &[&str]) -> Process {
         Self::spawn_with_listeners(name, args, 1)
     }
@@ -153,7 +154,12 @@ fn start(name: &str, args: &[String], listeners: usize) -> (Child, Vec<SocketAdd
     } else {
         Stdio::null()
     };
-    let mut child = Command::new(bin(name))
+    let program = if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        bin(name)
+    };
+    let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -191,7 +197,12 @@ pub fn run_to_exit(
     args: &[&str],
     within: Duration,
 ) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(bin(name))
+    let program = if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        bin(name)
+    };
+    let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -312,8 +323,13 @@ pub fn shardd(data_dir: &Path, extra: &[&str]) -> Process {
 
 /// A vecgate running `config`, ready to serve; `addrs[1]` is its admin listener.
 pub fn vecgate(config: &Path) -> Process {
+    vecgate_binary("vecgate", config)
+}
+
+/// [`vecgate`] from `binary`: the workspace's (`vecgate`) or a path to another build of it.
+pub fn vecgate_binary(binary: &str, config: &Path) -> Process {
     let p = Process::spawn_with_listeners(
-        "vecgate",
+        binary,
         &["--config", config.to_str().expect("utf-8 path")],
         2,
     );

@@ -218,8 +218,7 @@ impl Ctx<'_> {
             async move {
                 let answer = self
                     .read_one(shard, policy, &Method::POST, path, body.into())
-                    .await
-                    .map_err(|f| GatewayError::Unreachable(vec![f]))?;
+                    .await?;
                 read_result::<Vec<RawHit>>(&shard.name, &answer)
             }
         });
@@ -240,13 +239,8 @@ impl Ctx<'_> {
         let shard = &self.topo.shards[self.owner(&id)];
         let answer = self
             .read_one(shard, self.policy(c), &Method::GET, path, Bytes::new())
-            .await
-            .map_err(|f| GatewayError::Unreachable(vec![f]))?;
-        Ok(Done {
-            status: answer.status,
-            body: answer.body,
-            partial: Vec::new(),
-        })
+            .await?;
+        Ok(answer.into())
     }
 
     pub(super) async fn scroll(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use shardd::api::request::{DeleteRequest, SetPayloadRequest, UpsertOut};
 use shardd::api::{update_result, UpdateResult};
-use shardd::engine::point::PointWrite;
+use shardd::engine::point::{PointId, PointWrite};
 use shardd::shard::Selector;
 
 use super::{encode_segment, read_result, Ctx, RawPayload};
@@ -207,7 +207,7 @@ impl Ctx<'_> {
     fn parts<T>(
         &self,
         items: Vec<T>,
-        id: impl Fn(&T) -> shardd::engine::point::PointId,
+        id: impl Fn(&T) -> PointId,
         original: &Bytes,
         part: impl Fn(Vec<T>) -> Vec<u8>,
     ) -> Vec<(usize, Bytes)> {
@@ -222,6 +222,20 @@ impl Ctx<'_> {
             .into_iter()
             .map(|(i, share)| (i, Bytes::from(part(share))))
             .collect()
+    }
+
+    /// Per-shard bodies of a write by selector: ids go to their owners (`part` encodes each
+    /// share), a filter to every shard as the client sent it.
+    fn by_selector(
+        &self,
+        selector: Selector,
+        original: &Bytes,
+        part: impl Fn(Vec<PointId>) -> Vec<u8>,
+    ) -> Vec<(usize, Bytes)> {
+        match selector {
+            Selector::Ids(ids) => self.parts(ids, |id| *id, original, part),
+            Selector::Filter(_) => self.all_shards(original),
+        }
     }
 
     pub(super) async fn create_collection(
@@ -293,21 +307,13 @@ impl Ctx<'_> {
         original: &Bytes,
     ) -> Result<UpdateResult, GatewayError> {
         let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
-        let parts = match selector {
-            Selector::Ids(ids) => self.parts(
-                ids,
-                |id| *id,
-                original,
-                |share| {
-                    serde_json::to_vec(&DeleteRequest {
-                        points: Some(share),
-                        filter: None,
-                    })
-                    .unwrap_or_default()
-                },
-            ),
-            Selector::Filter(_) => self.all_shards(original),
-        };
+        let parts = self.by_selector(selector, original, |share| {
+            serde_json::to_vec(&DeleteRequest {
+                points: Some(share),
+                filter: None,
+            })
+            .unwrap_or_default()
+        });
         self.write(&Method::POST, &path, parts).await
     }
 
@@ -325,23 +331,15 @@ impl Ctx<'_> {
             "/collections/{}/points/payload?wait=true",
             encode_segment(c)
         );
-        let parts = match selector {
-            Selector::Ids(ids) => self.parts(
-                ids,
-                |id| *id,
-                original,
-                |share| {
-                    serde_json::to_vec(&SetPayloadRequest {
-                        payload: &payload,
-                        points: Some(share),
-                        filter: None,
-                        key: key.clone(),
-                    })
-                    .unwrap_or_default()
-                },
-            ),
-            Selector::Filter(_) => self.all_shards(original),
-        };
+        let parts = self.by_selector(selector, original, |share| {
+            serde_json::to_vec(&SetPayloadRequest {
+                payload: &payload,
+                points: Some(share),
+                filter: None,
+                key: key.clone(),
+            })
+            .unwrap_or_default()
+        });
         self.write(&method, &path, parts).await
     }
 }

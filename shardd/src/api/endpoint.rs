@@ -4,6 +4,8 @@
 //! A path that matches a template under another method is answered 405 with the methods it
 //! takes (`Allow`); a path that matches no template is a 404.
 
+use std::sync::OnceLock;
+
 use http::Method;
 
 use crate::api::percent_decode;
@@ -59,6 +61,90 @@ pub enum Endpoint {
     SeedSearch,
 }
 
+/// Every endpoint: its method and path template (`{c}` a collection, `{field}` a payload key,
+/// `{id}` a point id).
+const TABLE: &[(Method, &str, Endpoint)] = &[
+    (Method::GET, "/", Endpoint::Version),
+    (Method::GET, "/collections", Endpoint::ListCollections),
+    (Method::PUT, "/collections/{c}", Endpoint::CreateCollection),
+    (Method::GET, "/collections/{c}", Endpoint::CollectionInfo),
+    (Method::DELETE, "/collections/{c}", Endpoint::DropCollection),
+    (
+        Method::GET,
+        "/collections/{c}/exists",
+        Endpoint::CollectionExists,
+    ),
+    (Method::PUT, "/collections/{c}/index", Endpoint::CreateIndex),
+    (
+        Method::DELETE,
+        "/collections/{c}/index/{field}",
+        Endpoint::DropIndex,
+    ),
+    (Method::PUT, "/collections/{c}/points", Endpoint::Upsert),
+    (Method::POST, "/collections/{c}/points", Endpoint::GetPoints),
+    (
+        Method::GET,
+        "/collections/{c}/points/{id}",
+        Endpoint::GetPoint,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/delete",
+        Endpoint::DeletePoints,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/payload",
+        Endpoint::SetPayload,
+    ),
+    (
+        Method::PUT,
+        "/collections/{c}/points/payload",
+        Endpoint::OverwritePayload,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/query",
+        Endpoint::Query,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/query/batch",
+        Endpoint::QueryBatch,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/query/groups",
+        Endpoint::QueryGroups,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/search",
+        Endpoint::Search,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/search/batch",
+        Endpoint::SearchBatch,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/scroll",
+        Endpoint::Scroll,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/points/count",
+        Endpoint::Count,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/sparse/stats",
+        Endpoint::SparseStats,
+    ),
+    (Method::POST, "/v1/search", Endpoint::SeedSearch),
+];
+
 /// One segment of a path template: a literal, or a parameter.
 #[derive(Clone, Copy)]
 enum Seg {
@@ -68,114 +154,30 @@ enum Seg {
     Id,
 }
 
-use Seg::{Collection as C, Field as F, Id, Lit as L};
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
 
-/// Every template, with its method and endpoint.
-const TABLE: &[(Method, &[Seg], Endpoint)] = &[
-    (Method::GET, &[], Endpoint::Version),
-    (Method::GET, &[L("collections")], Endpoint::ListCollections),
-    (
-        Method::PUT,
-        &[L("collections"), C],
-        Endpoint::CreateCollection,
-    ),
-    (
-        Method::GET,
-        &[L("collections"), C],
-        Endpoint::CollectionInfo,
-    ),
-    (
-        Method::DELETE,
-        &[L("collections"), C],
-        Endpoint::DropCollection,
-    ),
-    (
-        Method::GET,
-        &[L("collections"), C, L("exists")],
-        Endpoint::CollectionExists,
-    ),
-    (
-        Method::PUT,
-        &[L("collections"), C, L("index")],
-        Endpoint::CreateIndex,
-    ),
-    (
-        Method::DELETE,
-        &[L("collections"), C, L("index"), F],
-        Endpoint::DropIndex,
-    ),
-    (
-        Method::PUT,
-        &[L("collections"), C, L("points")],
-        Endpoint::Upsert,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points")],
-        Endpoint::GetPoints,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("delete")],
-        Endpoint::DeletePoints,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("payload")],
-        Endpoint::SetPayload,
-    ),
-    (
-        Method::PUT,
-        &[L("collections"), C, L("points"), L("payload")],
-        Endpoint::OverwritePayload,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("query")],
-        Endpoint::Query,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("query"), L("batch")],
-        Endpoint::QueryBatch,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("query"), L("groups")],
-        Endpoint::QueryGroups,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("search")],
-        Endpoint::Search,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("search"), L("batch")],
-        Endpoint::SearchBatch,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("scroll")],
-        Endpoint::Scroll,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("points"), L("count")],
-        Endpoint::Count,
-    ),
-    (
-        Method::GET,
-        &[L("collections"), C, L("points"), Id],
-        Endpoint::GetPoint,
-    ),
-    (
-        Method::POST,
-        &[L("collections"), C, L("sparse"), L("stats")],
-        Endpoint::SparseStats,
-    ),
-    (Method::POST, &[L("v1"), L("search")], Endpoint::SeedSearch),
-];
+/// [`TABLE`] with each template split into segments, once.
+fn compiled() -> &'static [(Method, Vec<Seg>, Endpoint)] {
+    static COMPILED: OnceLock<Vec<(Method, Vec<Seg>, Endpoint)>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        TABLE
+            .iter()
+            .map(|(method, template, endpoint)| {
+                let segs = segments(template)
+                    .map(|s| match s {
+                        "{c}" => Seg::Collection,
+                        "{field}" => Seg::Field,
+                        "{id}" => Seg::Id,
+                        literal => Seg::Lit(literal),
+                    })
+                    .collect();
+                (method.clone(), segs, *endpoint)
+            })
+            .collect()
+    })
+}
 
 /// The parameters a path carried, decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -256,8 +258,8 @@ impl Endpoint {
     /// Of the templates the path matches, only the most specific (most literal segments)
     /// count: `GET .../points/delete` is a 405, not the point with id `delete`.
     pub fn find(method: &Method, path: &str) -> Result<(Endpoint, PathParams), Unrouted> {
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let matches: Vec<(usize, &Method, Endpoint, PathParams)> = TABLE
+        let segs: Vec<&str> = segments(path).collect();
+        let matches: Vec<(usize, &Method, Endpoint, PathParams)> = compiled()
             .iter()
             .filter_map(|(m, template, e)| {
                 bind(template, &segs).map(|(literals, params)| (literals, m, *e, params))
@@ -298,29 +300,10 @@ impl Endpoint {
 
     /// The route template, as metrics label it (`/collections/{c}/points/search`).
     pub fn template(self) -> &'static str {
-        match self {
-            Endpoint::Version => "/",
-            Endpoint::ListCollections => "/collections",
-            Endpoint::CreateCollection | Endpoint::CollectionInfo | Endpoint::DropCollection => {
-                "/collections/{c}"
-            }
-            Endpoint::CollectionExists => "/collections/{c}/exists",
-            Endpoint::CreateIndex => "/collections/{c}/index",
-            Endpoint::DropIndex => "/collections/{c}/index/{field}",
-            Endpoint::Upsert | Endpoint::GetPoints => "/collections/{c}/points",
-            Endpoint::GetPoint => "/collections/{c}/points/{id}",
-            Endpoint::DeletePoints => "/collections/{c}/points/delete",
-            Endpoint::SetPayload | Endpoint::OverwritePayload => "/collections/{c}/points/payload",
-            Endpoint::Query => "/collections/{c}/points/query",
-            Endpoint::QueryBatch => "/collections/{c}/points/query/batch",
-            Endpoint::QueryGroups => "/collections/{c}/points/query/groups",
-            Endpoint::Search => "/collections/{c}/points/search",
-            Endpoint::SearchBatch => "/collections/{c}/points/search/batch",
-            Endpoint::Scroll => "/collections/{c}/points/scroll",
-            Endpoint::Count => "/collections/{c}/points/count",
-            Endpoint::SparseStats => "/collections/{c}/sparse/stats",
-            Endpoint::SeedSearch => "/v1/search",
-        }
+        TABLE
+            .iter()
+            .find(|(_, _, e)| *e == self)
+            .map_or("", |(_, template, _)| template)
     }
 }
 
@@ -341,6 +324,18 @@ mod tests {
         assert_eq!(e, Endpoint::Version);
         let (e, p) = Endpoint::find(&Method::DELETE, "/collections/c/index/a.b").unwrap();
         assert_eq!((e, p.field.as_str()), (Endpoint::DropIndex, "a.b"));
+    }
+
+    #[test]
+    fn every_endpoint_has_a_template_that_finds_it() {
+        for (method, template, endpoint) in TABLE {
+            assert_eq!(endpoint.template(), *template);
+            let path = template
+                .replace("{c}", "docs")
+                .replace("{field}", "f")
+                .replace("{id}", "7");
+            assert_eq!(Endpoint::find(method, &path).unwrap().0, *endpoint);
+        }
     }
 
     #[test]

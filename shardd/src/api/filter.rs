@@ -687,26 +687,8 @@ fn one_entry<S: Serializer, V: Serialize + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::filter::PointView;
-    use crate::engine::point::Payload;
-    use serde_json::{json, Value};
-
-    struct P(PointId, Payload);
-    impl PointView for P {
-        fn id(&self) -> PointId {
-            self.0
-        }
-        fn payload(&self) -> &Payload {
-            &self.1
-        }
-        fn has_vector(&self, name: &str) -> bool {
-            name.is_empty()
-        }
-    }
-
-    fn point(id: u64, v: Value) -> P {
-        P(PointId::Num(id), v.as_object().unwrap().clone())
-    }
+    use crate::engine::filter::tests::point;
+    use serde_json::json;
 
     #[test]
     fn a_serialized_filter_parses_back_to_the_same_filter() {

@@ -227,22 +227,10 @@ impl<P: DeserializeOwned + Clone> Route<P> {
                 }
             }
             Endpoint::Query => Body::Query(parse_body::<QueryRequest>(body)?.into_plan()?),
-            Endpoint::QueryBatch => Body::Batch(
-                parse_body::<Batch<QueryRequest>>(body)?
-                    .searches
-                    .into_iter()
-                    .map(QueryRequest::into_plan)
-                    .collect::<Result<_>>()?,
-            ),
+            Endpoint::QueryBatch => Body::Batch(batch(body, QueryRequest::into_plan)?),
             Endpoint::QueryGroups => Body::Groups(parse_body::<QueryRequest>(body)?.into_groups()?),
             Endpoint::Search => Body::Query(parse_body::<LegacySearchRequest>(body)?.into_plan()?),
-            Endpoint::SearchBatch => Body::Batch(
-                parse_body::<Batch<LegacySearchRequest>>(body)?
-                    .searches
-                    .into_iter()
-                    .map(LegacySearchRequest::into_plan)
-                    .collect::<Result<_>>()?,
-            ),
+            Endpoint::SearchBatch => Body::Batch(batch(body, LegacySearchRequest::into_plan)?),
             Endpoint::Scroll => {
                 let req: ScrollRequest = parse_body(body)?;
                 req.page()?;
@@ -264,6 +252,18 @@ impl<P: DeserializeOwned + Clone> Route<P> {
             body,
         })
     }
+}
+
+/// The plans of a batch body, `{"searches": [...]}`.
+fn batch<R: DeserializeOwned>(
+    body: &[u8],
+    plan: fn(R) -> Result<QueryPlan>,
+) -> Result<Vec<QueryPlan>> {
+    parse_body::<Batch<R>>(body)?
+        .searches
+        .into_iter()
+        .map(plan)
+        .collect()
 }
 
 /// `?timeout=SECONDS`: the client's own deadline.

@@ -11,8 +11,7 @@ use serde_json::{Map, Value};
 use crate::api::request::check_limit;
 use crate::engine::filter::{parse_datetime, Bounds, Condition, FieldCheck, Filter, Scalar};
 use crate::engine::payload::WithPayload;
-use crate::engine::point::WithVector;
-use crate::engine::search::{QueryVector, SearchParams, SearchRequest};
+use crate::engine::search::{QueryVector, SearchRequest};
 use crate::error::{Error, Result};
 use crate::query::plan::QueryPlan;
 
@@ -49,16 +48,13 @@ impl SeedSearch {
         let limit = self.top_k.unwrap_or(10);
         check_limit(limit, 0)?;
         Ok(QueryPlan::Search(SearchRequest {
-            using: self.using.unwrap_or_default(),
-            vector: QueryVector::Dense(vector),
             filter: self.filter.as_ref().map(translate).transpose()?,
-            limit,
-            offset: 0,
-            score_threshold: None,
-            params: SearchParams::default(),
             with_payload: WithPayload::All(true),
-            with_vector: WithVector::All(false),
-            idf: None,
+            ..SearchRequest::nearest(
+                self.using.unwrap_or_default(),
+                QueryVector::Dense(vector),
+                limit,
+            )
         }))
     }
 }

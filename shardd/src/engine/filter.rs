@@ -246,11 +246,12 @@ impl FieldCheck {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    struct P(PointId, Payload);
+    /// A point for filter tests: an id, a payload and one unnamed vector.
+    pub(crate) struct P(PointId, Payload);
     impl PointView for P {
         fn id(&self) -> PointId {
             self.0
@@ -263,7 +264,8 @@ mod tests {
         }
     }
 
-    fn point(id: u64, v: Value) -> P {
+    /// Point `id` with payload `v`.
+    pub(crate) fn point(id: u64, v: Value) -> P {
         P(PointId::Num(id), v.as_object().unwrap().clone())
     }
 

@@ -23,6 +23,9 @@ use crate::engine::distance::{dot_bf16, from_bf16, l1_bf16, l2sq_bf16, to_bf16};
 use crate::engine::params::{Distance, HnswConfig};
 use crate::error::{Error, Result};
 
+/// Which slots a search may return; `None` allows all.
+pub type Allow<'a> = Option<&'a dyn Fn(u32) -> bool>;
+
 /// An approximate nearest-neighbour index over dense vectors identified by slot.
 pub trait VectorIndex: Send + Sync {
     /// Inserts vectors (already prepared for the distance); slots must not be present.
@@ -31,13 +34,7 @@ pub trait VectorIndex: Send + Sync {
     fn remove(&mut self, slot: u32) -> Result<()>;
     /// Up to `k` candidate slots nearest to `query`, best first, exploring `ef` candidates,
     /// restricted to slots for which `allow` holds.
-    fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        allow: Option<&dyn Fn(u32) -> bool>,
-    ) -> Result<Vec<u32>>;
+    fn search(&self, query: &[f32], k: usize, ef: usize, allow: Allow) -> Result<Vec<u32>>;
     /// Number of indexed (live) vectors.
     fn len(&self) -> usize;
     /// Whether the index holds no vectors.
@@ -484,13 +481,7 @@ impl VectorIndex for HnswIndex {
         Ok(())
     }
 
-    fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        allow: Option<&dyn Fn(u32) -> bool>,
-    ) -> Result<Vec<u32>> {
+    fn search(&self, query: &[f32], k: usize, ef: usize, allow: Allow) -> Result<Vec<u32>> {
         if self.entry == NONE || k == 0 {
             return Ok(Vec::new());
         }

@@ -32,24 +32,26 @@ pub fn any_scalar_at<'a>(
     })
 }
 
-/// Every value at a dotted key path (see [`any_value_at`]).
-pub fn values_at<'a>(payload: &'a Payload, path: &str) -> Vec<&'a Value> {
+/// A visit of the values at a path, stopping when the callback says so.
+type Walk<'a> = fn(&'a Payload, &str, &mut dyn FnMut(&'a Value) -> bool) -> bool;
+
+fn collect_at<'a>(payload: &'a Payload, path: &str, walk: Walk<'a>) -> Vec<&'a Value> {
     let mut out = Vec::new();
-    any_value_at(payload, path, &mut |v| {
+    walk(payload, path, &mut |v| {
         out.push(v);
         false
     });
     out
 }
 
+/// Every value at a dotted key path (see [`any_value_at`]).
+pub fn values_at<'a>(payload: &'a Payload, path: &str) -> Vec<&'a Value> {
+    collect_at(payload, path, any_value_at)
+}
+
 /// Every scalar value at a path (see [`any_scalar_at`]).
 pub fn scalars_at<'a>(payload: &'a Payload, path: &str) -> Vec<&'a Value> {
-    let mut out = Vec::new();
-    any_scalar_at(payload, path, &mut |v| {
-        out.push(v);
-        false
-    });
-    out
+    collect_at(payload, path, any_scalar_at)
 }
 
 /// Splits `a[]` / `a[3]` into the key and the bracket content.

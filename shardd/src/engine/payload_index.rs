@@ -35,30 +35,6 @@ pub enum FieldType {
     Text,
 }
 
-/// `field_schema` as clients send it: a type name, or `{"type": ..., "is_tenant": ...}` with
-/// tuning fields Vecgate accepts and ignores.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub enum FieldSchema {
-    /// `"keyword"`.
-    Name(FieldType),
-    /// `{"type": "keyword", "is_tenant": true}`.
-    Params {
-        /// The index type.
-        #[serde(rename = "type")]
-        kind: FieldType,
-    },
-}
-
-impl FieldSchema {
-    /// The index type.
-    pub fn kind(&self) -> FieldType {
-        match self {
-            FieldSchema::Name(k) | FieldSchema::Params { kind: k } => *k,
-        }
-    }
-}
-
 /// An index key; one ordered map holds the keys of every type.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
@@ -301,39 +277,23 @@ impl PayloadIndexes {
             other => other.clone(),
         };
         match c {
-            Condition::Field { key, checks }
-                if self
-                    .fields
-                    .get(key)
-                    .is_some_and(|f| f.kind == FieldType::Uuid) =>
-            {
+            Condition::Field { key, checks } => {
+                let kind = self.fields.get(key).map(|f| f.kind);
                 Condition::Field {
                     key: key.clone(),
                     checks: checks
                         .iter()
-                        .map(|ch| match ch {
-                            FieldCheck::Value(v) => FieldCheck::Value(canonical(v)),
-                            FieldCheck::Any(vs) => {
+                        .map(|ch| match (kind, ch) {
+                            (Some(FieldType::Uuid), FieldCheck::Value(v)) => {
+                                FieldCheck::Value(canonical(v))
+                            }
+                            (Some(FieldType::Uuid), FieldCheck::Any(vs)) => {
                                 FieldCheck::Any(vs.iter().map(canonical).collect())
                             }
-                            other => other.clone(),
-                        })
-                        .collect(),
-                }
-            }
-            Condition::Field { key, checks }
-                if self
-                    .fields
-                    .get(key)
-                    .is_some_and(|f| f.kind == FieldType::Text) =>
-            {
-                Condition::Field {
-                    key: key.clone(),
-                    checks: checks
-                        .iter()
-                        .map(|ch| match ch {
-                            FieldCheck::Text(t) => FieldCheck::Tokens(t.clone()),
-                            other => other.clone(),
+                            (Some(FieldType::Text), FieldCheck::Text(t)) => {
+                                FieldCheck::Tokens(t.clone())
+                            }
+                            (_, other) => other.clone(),
                         })
                         .collect(),
                 }

@@ -62,6 +62,25 @@ pub struct SearchRequest {
     pub idf: Option<IdfStats>,
 }
 
+impl SearchRequest {
+    /// A search for the `limit` points nearest `vector` in `using`, with a query body's
+    /// defaults: no filter, no offset, neither payloads nor vectors.
+    pub fn nearest(using: String, vector: QueryVector, limit: usize) -> SearchRequest {
+        SearchRequest {
+            using,
+            vector,
+            filter: None,
+            limit,
+            offset: 0,
+            score_threshold: None,
+            params: SearchParams::default(),
+            with_payload: WithPayload::All(false),
+            with_vector: WithVector::All(false),
+            idf: None,
+        }
+    }
+}
+
 /// How a search was carried out, for metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -287,16 +306,8 @@ mod tests {
 
     fn request(q: Vec<f32>, filter: Option<serde_json::Value>, limit: usize) -> SearchRequest {
         SearchRequest {
-            using: String::new(),
-            vector: QueryVector::Dense(q),
             filter: filter.map(|f| serde_json::from_value(f).unwrap()),
-            limit,
-            offset: 0,
-            score_threshold: None,
-            params: SearchParams::default(),
-            with_payload: WithPayload::All(false),
-            with_vector: WithVector::All(false),
-            idf: None,
+            ..SearchRequest::nearest(String::new(), QueryVector::Dense(q), limit)
         }
     }
 

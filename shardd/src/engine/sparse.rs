@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::hnsw::Allow;
 use crate::engine::point::SparseVector;
 
 /// The document frequencies idf is computed from: how many points have the sparse vector, and
@@ -79,7 +80,7 @@ impl SparseIndex {
         &self,
         query: &SparseVector,
         idf: Option<&IdfStats>,
-        allow: Option<&dyn Fn(u32) -> bool>,
+        allow: Allow,
     ) -> HashMap<u32, f32> {
         let mut scores: HashMap<u32, f32> = HashMap::new();
         for (&dim, &q) in query.indices.iter().zip(&query.values) {

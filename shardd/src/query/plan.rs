@@ -133,21 +133,3 @@ impl GroupsPlan {
 pub fn needs_more(groups: usize, limit: usize, fetched: usize, asked: usize) -> bool {
     groups < limit && fetched == asked && asked < MAX_RESULTS
 }
-
-impl SearchRequest {
-    /// A search for `query` over vector `using` with the defaults of a query body.
-    pub fn nearest(using: String, vector: QueryVector, limit: usize) -> SearchRequest {
-        SearchRequest {
-            using,
-            vector,
-            filter: None,
-            limit,
-            offset: 0,
-            score_threshold: None,
-            params: SearchParams::default(),
-            with_payload: WithPayload::All(false),
-            with_vector: WithVector::All(false),
-            idf: None,
-        }
-    }
-}

@@ -90,21 +90,20 @@ impl<'a> Dec<'a> {
         let n = self.u64()? as usize;
         self.take(n)
     }
-    fn f32s(&mut self) -> Result<Vec<f32>> {
+    /// A u32 count, then that many 4-byte little-endian words decoded by `word`.
+    fn words<T>(&mut self, word: fn([u8; 4]) -> T) -> Result<Vec<T>> {
         let n = self.u32()? as usize;
         Ok(self
             .take(n * 4)?
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .map(|c| word(c.try_into().expect("4 bytes")))
             .collect())
     }
+    fn f32s(&mut self) -> Result<Vec<f32>> {
+        self.words(f32::from_le_bytes)
+    }
     fn u32s(&mut self) -> Result<Vec<u32>> {
-        let n = self.u32()? as usize;
-        Ok(self
-            .take(n * 4)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+        self.words(u32::from_le_bytes)
     }
 }
 
