@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub region: String,
     /// Where built-in shards keep their data.
     pub data_dir: PathBuf,
+    /// Seconds between snapshots of built-in shards' changed collections; 0: only at shutdown.
+    pub snapshot_interval_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +105,7 @@ impl Default for ServerConfig {
             admin: "127.0.0.1:9901".into(),
             region: "local".into(),
             data_dir: PathBuf::from("./data"),
+            snapshot_interval_s: 60,
         }
     }
 }

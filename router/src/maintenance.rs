@@ -1,6 +1,6 @@
 //! The router's background work: active health checks and hint replay every second, and a
-//! checkpoint (snapshot) of built-in shards every minute. The final snapshot at shutdown is
-//! `main`'s, once the listeners have drained.
+//! checkpoint (snapshot) of built-in shards every `server.snapshot_interval_s`. The final
+//! snapshot at shutdown is `main`'s, once the listeners have drained.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +14,10 @@ use tokio::time::Instant;
 use crate::gateway::Gateway;
 use crate::upstream::client;
 
-/// Seconds between checkpoints of built-in shards.
-const CHECKPOINT_EVERY_S: u64 = 60;
-
 /// Runs the background work until `shutdown` turns true.
 pub async fn run(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut seconds = 0u64;
+    let mut since_checkpoint = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -28,9 +25,11 @@ pub async fn run(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         }
         probe_replicas(&gateway).await;
         replay_hints(&gateway).await;
-        seconds += 1;
-        if seconds.is_multiple_of(CHECKPOINT_EVERY_S) {
+        since_checkpoint += 1;
+        let every = gateway.topology().config.server.snapshot_interval_s;
+        if every > 0 && since_checkpoint >= every {
             checkpoint(&gateway).await;
+            since_checkpoint = 0;
         }
     }
 }

@@ -16,6 +16,17 @@ use shardd::shard::{Shard, ShardOptions};
 use shardd::FsyncPolicy;
 use tokio::signal::unix::{signal, SignalKind};
 
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("features `mimalloc` and `jemalloc` each pick the allocator: enable one");
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// One Vecgate shard: an HNSW index, payloads and a WAL for every collection.
 #[derive(Parser, Debug)]
 #[command(version)]

@@ -5,9 +5,9 @@
 //! Run: `bench/proxy.sh` (installs nginx and wrk when missing); see BENCHMARKS.md.
 //!
 //!
-//! With `BENCH_ALLOCATORS="label=PATH ..."` (set by `bench/allocators.sh`) it instead runs the
-//! query comparison once per vecgate build at PATH, in front of one and three shards and
-//! embedded, all in the same rounds.
+//! With `BENCH_ALLOCATORS="label=DIR ..."` (set by `bench/allocators.sh`) it instead runs the
+//! query workload against each build of `DIR/shardd` and `DIR/vecgate` (the latter in front of
+//! one and three shards of the default build, and embedded), all in the same rounds.
 //!
 //! Knobs (environment): BENCH_N (30000 points), BENCH_DIM (128), BENCH_SECONDS (8 per wrk run),
 //! BENCH_ROUNDS (3, interleaved), BENCH_CONNECTIONS (16), BENCH_LIMIT (10).
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use e2e::{free_port, ok, shardd, vecgate_binary, wait_for, Process};
+use e2e::{free_port, ok, shardd, shardd_binary, vecgate_binary, wait_for, Process};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -401,14 +401,25 @@ impl Routers {
     }
 }
 
-/// `(label, path)` pairs from `BENCH_ALLOCATORS="label=PATH ..."`.
-fn allocator_builds() -> Vec<(String, String)> {
+/// A build of both binaries.
+struct Build {
+    label: String,
+    vecgate: String,
+    shardd: String,
+}
+
+/// The builds named by `BENCH_ALLOCATORS="label=DIR ..."`.
+fn allocator_builds() -> Vec<Build> {
     std::env::var("BENCH_ALLOCATORS")
         .unwrap_or_default()
         .split_whitespace()
         .map(|pair| {
-            let (label, path) = pair.split_once('=').expect("BENCH_ALLOCATORS: label=PATH");
-            (label.to_string(), path.to_string())
+            let (label, dir) = pair.split_once('=').expect("BENCH_ALLOCATORS: label=DIR");
+            Build {
+                label: label.to_string(),
+                vecgate: format!("{dir}/vecgate"),
+                shardd: format!("{dir}/shardd"),
+            }
         })
         .collect()
 }
@@ -426,7 +437,11 @@ fn main() {
     let mut builds = allocator_builds();
     let compare_allocators = !builds.is_empty();
     if !compare_allocators {
-        builds.push(("vecgate".to_string(), "vecgate".to_string()));
+        builds.push(Build {
+            label: "workspace".to_string(),
+            vecgate: "vecgate".to_string(),
+            shardd: "shardd".to_string(),
+        });
     }
     eprintln!(
         "loading {} x {}-d points into one shardd, 3 shards and the embedded router of {} build(s)",
@@ -439,15 +454,15 @@ fn main() {
     let three: Vec<Process> = (0..3)
         .map(|i| shardd(&dir.path().join(format!("three-{i}")), &[]))
         .collect();
-    let routers: Vec<(String, Routers)> = builds
+    let routers: Vec<Routers> = builds
         .iter()
         .enumerate()
-        .map(|(i, (label, binary))| {
-            let r = Routers::start(binary, label, dir.path(), &shard, &three, &k);
+        .map(|(i, b)| {
+            let r = Routers::start(&b.vecgate, &b.label, dir.path(), &shard, &three, &k);
             if i == 0 {
                 load(&r.proxy3.url(), &k);
             }
-            (label.clone(), r)
+            r
         })
         .collect();
     let nginx = Nginx::start(&shard.addr.to_string());
@@ -473,7 +488,21 @@ fn main() {
     );
     if compare_allocators {
         let mut targets = vec![direct()];
-        for (label, r) in &routers {
+        let own_shards: Vec<Process> = builds
+            .iter()
+            .map(|b| {
+                let p = shardd_binary(
+                    &b.shardd,
+                    &dir.path().join(format!("shard-{}", b.label)),
+                    &["--snapshot-interval-s", "0"],
+                );
+                load(&p.url(), &k);
+                p
+            })
+            .collect();
+        for ((b, r), own) in builds.iter().zip(&routers).zip(&own_shards) {
+            let label = &b.label;
+            targets.push(Target::of(&format!("shardd ({label}) direct"), own));
             targets.push(Target::of(
                 &format!("vecgate ({label}) -> shardd"),
                 &r.proxy,
@@ -490,7 +519,7 @@ fn main() {
         compare(&format!("{title}, by allocator"), &targets, &query, &k);
         return;
     }
-    let r = &routers[0].1;
+    let r = &routers[0];
     let targets = [
         direct(),
         Target::of("vecgate -> shardd", &r.proxy),

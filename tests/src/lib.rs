@@ -313,10 +313,15 @@ pub fn wait_for(url: &str, within: Duration) {
 
 /// A shardd on a free port over `data_dir`, ready to serve.
 pub fn shardd(data_dir: &Path, extra: &[&str]) -> Process {
+    shardd_binary("shardd", data_dir, extra)
+}
+
+/// [`shardd`] from `binary`: the workspace's (`shardd`) or a path to another build of it.
+pub fn shardd_binary(binary: &str, data_dir: &Path, extra: &[&str]) -> Process {
     let dir = data_dir.to_str().expect("utf-8 path");
     let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", dir];
     args.extend_from_slice(extra);
-    let p = Process::spawn("shardd", &args);
+    let p = Process::spawn(binary, &args);
     wait_for(&format!("{}/readyz", p.url()), Duration::from_secs(60));
     p
 }

@@ -140,3 +140,48 @@ fn sigterm_snapshots_builtin_shards_and_exits_cleanly() {
         json!({"count": 20})
     );
 }
+
+#[test]
+fn builtin_shards_are_snapshotted_every_snapshot_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("embedded.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsnapshot_interval_s = 1\n\n[[shards]]\nname = \"local\"\nbuiltin = true\n", data.display())).unwrap();
+    let mut router = vecgate(&config);
+    setup(&router.url(), &random_vectors(20, DIM, 19));
+    let written = std::time::SystemTime::now();
+    let snapshot_since_writes = || {
+        std::fs::read_dir(data.join("local/snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| {
+                f.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m >= written)
+            })
+    };
+    let started = Instant::now();
+    while !snapshot_since_writes() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no snapshot within 10 s of the writes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    router.kill9();
+    let router = vecgate(&config);
+    let metrics = client()
+        .get(format!("http://{}/metrics", router.addrs[1]))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "vecgate_builtin_wal_replayed_records_total 0"),
+        "recovery loads the snapshot and replays nothing:\n{metrics}"
+    );
+}
