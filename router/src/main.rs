@@ -5,14 +5,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use vecgate::config::{self, Config};
 use vecgate::gateway::Gateway;
-use vecgate::listener::{bind, serve, Http, InFlight};
+use vecgate::listener::{bind, serve, Http, InFlight, Workers, DRAIN};
 use vecgate::metrics::RouterMetrics;
 use vecgate::server::{AdminApp, ApiApp};
 use vecgate::topology::{Live, ShardKind};
@@ -28,9 +27,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// How long shutdown waits for requests in flight.
-const DRAIN: Duration = Duration::from_secs(10);
 
 /// Vecgate: a Qdrant-compatible query router and cache in front of shardd shards.
 #[derive(Parser, Debug)]
@@ -126,11 +122,8 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     let in_flight = Arc::new(InFlight::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
-    // The client API runs on one single-threaded runtime per core; pingora spawns each
-    // accepted connection on one of them at random, so a request, its calls to shards and its
-    // connections stay on one core, with no hand-offs between threads.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let api_runtime = pingora_runtime::Runtime::new_no_steal(workers, "vecgate-api");
+    // The client API: one worker thread per core, each accepting and serving its own
+    // connections (see `listener::Workers`).
     let api = Http {
         handler: ApiApp {
             gateway: gateway.clone(),
@@ -138,9 +131,8 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         },
         in_flight: in_flight.clone(),
     };
-    let mut api_served = api_runtime
-        .get_handle()
-        .spawn(serve(api_listener, api, shutdown.clone()));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let api_workers = Workers::start(api_listener, api, workers, shutdown.clone())?;
     let admin = Http {
         handler: AdminApp {
             gateway: gateway.clone(),
@@ -173,14 +165,13 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         Some(ended) = tasks.join_next() => {
             ended.context("admin listener task")?.context("admin listener")?;
         }
-        ended = &mut api_served => ended.context("API listener task")?.context("API listener")?,
+        _ = api_workers.ended() => anyhow::bail!("an API worker thread stopped unexpectedly"),
     }
     let _ = stop.send(true);
     if !in_flight.drained(DRAIN).await {
         tracing::warn!("requests still in flight after {DRAIN:?}; closing anyway");
     }
-    tokio::task::spawn_blocking(move || api_runtime.shutdown_timeout(Duration::from_secs(1)))
-        .await?;
+    tokio::task::spawn_blocking(move || api_workers.join()).await??;
     let shards = gateway.live.builtin_shards();
     tokio::task::spawn_blocking(move || {
         shards

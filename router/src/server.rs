@@ -68,6 +68,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, Answer> {
 }
 
 /// The client API listener.
+#[derive(Clone)]
 pub struct ApiApp {
     /// The router.
     pub gateway: Arc<Gateway>,

@@ -260,13 +260,14 @@ impl Drop for Nginx {
     }
 }
 
-/// A vecgate from `binary` over `shards` (config text), its data under `dir/name`.
+/// A vecgate from `binary` over `shards` (config text), its data under `dir/name`. Like every
+/// shard here, it takes no snapshot while measured (they would stall writes, see the README).
 fn router(binary: &str, dir: &Path, name: &str, shards: &str) -> Process {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{shards}",
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsnapshot_interval_s = 0\n\n{shards}",
             dir.join(name).display()
         ),
     )
@@ -452,7 +453,12 @@ fn main() {
     let shard = shardd(&dir.path().join("shard"), &["--snapshot-interval-s", "0"]);
     load(&shard.url(), &k);
     let three: Vec<Process> = (0..3)
-        .map(|i| shardd(&dir.path().join(format!("three-{i}")), &[]))
+        .map(|i| {
+            shardd(
+                &dir.path().join(format!("three-{i}")),
+                &["--snapshot-interval-s", "0"],
+            )
+        })
         .collect();
     let routers: Vec<Routers> = builds
         .iter()
