@@ -8,15 +8,21 @@
 //! inherited listener, which accepts and serves connections.
 //!
 //! The client API runs on [`Workers`]: one thread per core, each with its own single-threaded
-//! runtime accepting on its own handle of the socket and serving the connections it accepted.
-//! A connection's reads and writes, its requests and their calls to shards then never leave
-//! the thread that accepted it. (pingora's no-steal pool accepts on one thread and hands each
-//! connection to a random other, whose every read is then woken across threads: measured, an
-//! eventfd write for every other request and about 10% more CPU per forwarded request.)
+//! runtime. One acceptor hands each new connection, as a plain socket, to the worker with the
+//! fewest open connections, which registers it with its own event loop: the connection's reads
+//! and writes, its requests and their calls to shards then never leave that thread. (pingora's
+//! no-steal pool accepts on one thread and hands each connection, registered with the
+//! acceptor's event loop, to a random other, whose every read is then woken across threads:
+//! measured, an eventfd write for every other request and about 10% more CPU per forwarded
+//! request. Workers that each accept on a shared socket avoid that, but whichever is awake
+//! first takes a whole burst of connections: measured, in half the runs all 16 of a client's
+//! connections landed on one of two workers and the embedded search ran on one core.)
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,11 +34,17 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, Ser
 use pingora::http::ResponseHeader;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
 use pingora::server::ShutdownWatch;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::listening::Service;
 use pingora::services::Service as PingoraService;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{watch, Notify};
 
 /// How long shutdown waits for requests in flight.
@@ -226,9 +238,10 @@ where
     Ok(())
 }
 
-/// The client API's worker threads.
+/// The client API's worker threads, fed by one acceptor.
 pub struct Workers {
     threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    acceptor: tokio::task::JoinHandle<()>,
     ended: Arc<Notify>,
 }
 
@@ -241,9 +254,25 @@ impl Drop for Ended {
     }
 }
 
+/// Counts one open connection of a worker until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One worker: where its connections are sent, and how many it has open.
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Open)>,
+    open: Arc<AtomicUsize>,
+}
+
 impl Workers {
     /// Serves `app` on `listener` from `count` threads until `shutdown` turns true; each then
-    /// waits for the requests in flight (up to [`DRAIN`]) before it stops.
+    /// waits for the requests in flight (up to [`DRAIN`]) before it stops. Must be called
+    /// within a tokio runtime, which runs the acceptor.
     pub fn start<H>(
         listener: std::net::TcpListener,
         app: Http<H>,
@@ -254,31 +283,39 @@ impl Workers {
         H: Handler + Clone + 'static,
     {
         let ended = Arc::new(Notify::new());
-        let threads = (0..count)
-            .map(|i| {
-                let listener = listener.try_clone().context("duplicating the API socket")?;
-                let app = app.clone();
-                let shutdown = shutdown.clone();
-                let ended = Ended(ended.clone());
-                std::thread::Builder::new()
-                    .name(format!("vecgate-api-{i}"))
-                    .spawn(move || {
-                        let _ended = ended;
-                        let runtime = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .context("starting an API worker's runtime")?;
-                        let in_flight = app.in_flight.clone();
-                        runtime.block_on(async move {
-                            serve(listener, app, shutdown).await?;
-                            in_flight.drained(DRAIN).await;
-                            Ok(())
-                        })
-                    })
-                    .context("starting an API worker thread")
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Workers { threads, ended })
+        let app = Arc::new(app);
+        let mut workers = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let (connections, incoming) = tokio::sync::mpsc::unbounded_channel();
+            workers.push(Worker {
+                connections,
+                open: Arc::new(AtomicUsize::new(0)),
+            });
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            let ended = Ended(ended.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("vecgate-api-{i}"))
+                .spawn(move || {
+                    let _ended = ended;
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("starting an API worker's runtime")?
+                        .block_on(work(incoming, app, shutdown));
+                    Ok(())
+                })
+                .context("starting an API worker thread")?;
+            threads.push(thread);
+        }
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let acceptor = tokio::spawn(accept(listener, workers, shutdown));
+        Ok(Workers {
+            threads,
+            acceptor,
+            ended,
+        })
     }
 
     /// Resolves when a worker stops; before shutdown that is a failure.
@@ -286,13 +323,164 @@ impl Workers {
         self.ended.notified().await
     }
 
-    /// Waits for every worker to stop.
-    pub fn join(self) -> anyhow::Result<()> {
-        for t in self.threads {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("an API worker thread panicked"))??;
+    /// Waits for the acceptor and every worker to stop.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.acceptor.await.context("the API acceptor")?;
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || {
+            threads.into_iter().try_for_each(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("an API worker thread panicked"))?
+            })
+        })
+        .await?
+    }
+}
+
+/// Accepts connections until shutdown and gives each to the worker with the fewest open
+/// connections, so that a burst of connections (or a few long-lived ones) spreads over all of
+/// them; the worker registers it with its own event loop.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    workers: Vec<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an API connection failed");
+                // Out of file descriptors: accept would fail again at once.
+                if e.raw_os_error() == Some(24) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        let n = workers.len();
+        let pick = (0..n)
+            .map(|k| (next + k) % n)
+            .min_by_key(|&i| workers[i].open.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        next = (pick + 1) % n;
+        let worker = &workers[pick];
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let open = Open(worker.open.clone());
+        if worker.connections.send((stream, open)).is_err() {
+            tracing::error!("an API worker is gone; its connection is dropped");
         }
-        Ok(())
+    }
+}
+
+/// A worker's event loop: serves the connections it is given until the acceptor stops, then
+/// waits for its requests in flight.
+async fn work<H: Handler + 'static>(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, Open)>,
+    app: Arc<Http<H>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    while let Some((stream, open)) = incoming.recv().await {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registering an API connection failed");
+                    return;
+                }
+            };
+            let mut stream = L4Stream::from(stream);
+            if let Err(e) = stream.set_nodelay() {
+                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+            }
+            let stream = Buffered(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, stream));
+            let mut next: Option<pingora::protocols::Stream> = Some(Box::new(stream));
+            while let Some(stream) = next {
+                next = app.process_new(stream, &shutdown).await;
+            }
+        });
+    }
+    app.in_flight.drained(DRAIN).await;
+}
+
+/// A client connection whose writes are gathered up to [`WRITE_BUFFER`] bytes until pingora
+/// flushes them, so that an answer's head and body leave in one send. (pingora buffers the
+/// connections its own accept loop makes, but offers no public way to buffer one made here.)
+#[derive(Debug)]
+struct Buffered(tokio::io::BufWriter<L4Stream>);
+
+impl AsyncRead for Buffered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Buffered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Buffered {
+    async fn shutdown(&mut self) {
+        if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
+            tracing::debug!(error = %e, "closing a connection failed");
+        }
+    }
+}
+
+impl UniqueID for Buffered {
+    fn id(&self) -> UniqueIDType {
+        self.0.get_ref().id()
+    }
+}
+
+impl Ssl for Buffered {}
+
+impl Peek for Buffered {}
+
+impl GetTimingDigest for Buffered {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.0.get_ref().get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for Buffered {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.0.get_ref().get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Buffered {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.0.get_ref().get_socket_digest()
     }
 }
 
@@ -309,6 +497,59 @@ mod tests {
             err.contains(&format!("cannot listen on {addr} (server.listen)")),
             "{err}"
         );
+    }
+
+    /// Answers with the name of the thread that serves the request.
+    #[derive(Clone)]
+    struct ThreadName;
+
+    #[async_trait]
+    impl Handler for ThreadName {
+        async fn handle(&self, _session: &mut ServerSession) -> Answer {
+            Answer::text(200, std::thread::current().name().unwrap_or(""))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn connections_spread_evenly_over_the_workers() {
+        use std::io::{Read, Write};
+        let listener = bind("127.0.0.1:0", "server.listen").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let app = Http {
+            handler: ThreadName,
+            in_flight: Arc::new(InFlight::default()),
+        };
+        let workers = Workers::start(listener, app, 2, shutdown).unwrap();
+        let names = tokio::task::spawn_blocking(move || {
+            // All connections open before any request: a burst, as a client pool makes.
+            let mut conns: Vec<_> = (0..6)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            let mut names: Vec<String> = conns
+                .iter_mut()
+                .map(|c| {
+                    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .unwrap();
+                    let mut answer = String::new();
+                    c.read_to_string(&mut answer).unwrap();
+                    answer.rsplit("\r\n").next().unwrap().to_string()
+                })
+                .collect();
+            names.sort();
+            names
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            names,
+            ["vecgate-api-0", "vecgate-api-0", "vecgate-api-0"]
+                .into_iter()
+                .chain(["vecgate-api-1"; 3])
+                .collect::<Vec<_>>()
+        );
+        stop.send(true).unwrap();
+        workers.join().await.unwrap();
     }
 
     #[tokio::test]

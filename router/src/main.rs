@@ -171,7 +171,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     if !in_flight.drained(DRAIN).await {
         tracing::warn!("requests still in flight after {DRAIN:?}; closing anyway");
     }
-    tokio::task::spawn_blocking(move || api_workers.join()).await??;
+    api_workers.join().await?;
     let shards = gateway.live.builtin_shards();
     tokio::task::spawn_blocking(move || {
         shards

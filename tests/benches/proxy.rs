@@ -313,7 +313,9 @@ impl Target {
 fn compare(title: &str, targets: &[Target], script: &Path, k: &Knobs) {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     for round in 0..k.rounds {
-        for (i, t) in targets.iter().enumerate() {
+        // Each round starts one target later, so no target always runs first or last.
+        for i in (0..targets.len()).map(|j| (j + round) % targets.len()) {
+            let t = &targets[i];
             let r = wrk(&t.url, &t.pids, script, k);
             eprintln!(
                 "  {title} round {}: {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/req",
