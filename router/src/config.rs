@@ -80,6 +80,78 @@ pub struct Config {
     /// The shards; each owns a part of every collection.
     #[serde(default)]
     pub shards: Vec<ShardConfig>,
+    /// The result cache; absent = no cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+    /// Per-collection settings.
+    #[serde(default)]
+    pub collections: BTreeMap<String, CollectionConfig>,
+}
+
+/// `[cache]`: the result cache, in process (L1) and optionally in Redis (L2).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes of answers the in-process cache holds at most.
+    pub l1_max_bytes: u64,
+    /// Seconds an answer is kept (both tiers, unless `redis_ttl_s` says otherwise).
+    pub ttl_s: u64,
+    /// Seconds an answer nobody asked for is kept in process; 0 = only `ttl_s`.
+    pub tti_s: u64,
+    /// `redis://`, `rediss://`, `redis-sentinel://` or `redis-cluster://` URL; absent = L1 only.
+    pub redis_url: Option<String>,
+    /// Seconds an answer is kept in Redis; 0 = `ttl_s`.
+    pub redis_ttl_s: u64,
+    /// Deadline of one Redis command, in milliseconds.
+    pub redis_timeout_ms: u64,
+    /// Redis connections in the pool.
+    pub redis_pool: usize,
+    /// Answers larger than this many bytes are not cached.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            l1_max_bytes: 256 << 20,
+            ttl_s: 300,
+            tti_s: 0,
+            redis_url: None,
+            redis_ttl_s: 0,
+            redis_timeout_ms: 50,
+            redis_pool: 4,
+            max_entry_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[collections.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectionConfig {
+    /// `[collections.NAME.cache]`.
+    pub cache: CollectionCache,
+}
+
+/// `[collections.NAME.cache]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectionCache {
+    /// How cached answers of this collection follow its writes.
+    pub mode: CacheMode,
+}
+
+/// How a collection's cached answers follow its writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Every write drops every cached answer of the collection, on every router sharing Redis.
+    #[default]
+    Generation,
+    /// Writes drop nothing; answers live until `ttl_s` (for collections that accept staleness).
+    TtlOnly,
+    /// The collection's answers are not cached.
+    Off,
 }
 
 /// `[server]`.
@@ -236,6 +308,9 @@ impl Config {
                 r.url = redact_url(&r.url);
             }
         }
+        if let Some(cache) = &mut c.cache {
+            cache.redis_url = cache.redis_url.as_deref().map(redact_url);
+        }
         c
     }
 
@@ -267,6 +342,37 @@ impl Config {
                     self.routing.timeout_ms
                 ),
             ));
+        }
+        if let Some(cache) = &self.cache {
+            if cache.l1_max_bytes == 0 {
+                out.push(("cache.l1_max_bytes".into(), "must be at least 1".into()));
+            }
+            if cache.ttl_s == 0 {
+                out.push(("cache.ttl_s".into(), "must be at least 1".into()));
+            }
+            if !(1..=60_000).contains(&cache.redis_timeout_ms) {
+                out.push((
+                    "cache.redis_timeout_ms".into(),
+                    format!(
+                        "must be between 1 and 60000, got {}",
+                        cache.redis_timeout_ms
+                    ),
+                ));
+            }
+            if !(1..=256).contains(&cache.redis_pool) {
+                out.push((
+                    "cache.redis_pool".into(),
+                    format!("must be between 1 and 256, got {}", cache.redis_pool),
+                ));
+            }
+            if let Some(url) = &cache.redis_url {
+                if let Err(e) = fred::types::config::Config::from_url(url) {
+                    out.push((
+                        "cache.redis_url".into(),
+                        format!("`{}` is not a Redis URL: {e}", redact_url(url)),
+                    ));
+                }
+            }
         }
         let mut names = HashSet::new();
         let mut urls = HashSet::new();
@@ -364,7 +470,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The sections of the file, for the "unknown section" message.
-const SECTIONS: &[&str] = &["server", "routing", "shards"];
+const SECTIONS: &[&str] = &["server", "routing", "shards", "cache", "collections"];
 
 /// Parses and validates config text.
 pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
@@ -392,6 +498,14 @@ pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
             },
             "routing" => match read(value, "routing", &lines, &mut problems) {
                 Some(r) => config.routing = r,
+                None => complete = false,
+            },
+            "cache" => match read(value, "cache", &lines, &mut problems) {
+                Some(c) => config.cache = Some(c),
+                None => complete = false,
+            },
+            "collections" => match read(value, "collections", &lines, &mut problems) {
+                Some(c) => config.collections = c,
                 None => complete = false,
             },
             "shards" => match value.get_ref() {
@@ -642,27 +756,20 @@ replicas = [{ url = "http://a:7001" }]
 
     #[test]
     fn every_unknown_key_and_wrong_type_is_reported_with_its_line() {
-        let bad = "[server]\nlisen = \"x\"\nregoin = \"y\"\nlisten = \"here\"\n\n[routing]\ntimeout_ms = \"soon\"\n\n[[shards]]\nname = \"a\"\nreplicas = [{ url = 5 }]\n\n[cache]\nttl_s = 1\n";
+        let bad = "[server]\nlisen = \"x\"\nregoin = \"y\"\nlisten = \"here\"\n\n[routing]\ntimeout_ms = \"soon\"\n\n[[shards]]\nname = \"a\"\nreplicas = [{ url = 5 }]\n\n[cache]\nttl = 1\n";
         let all = problems(bad);
-        assert_eq!(all.len(), 6, "{all:#?}");
-        assert!(
-            all[0].starts_with("2: server.lisen: unknown field `lisen`"),
-            "{all:#?}"
-        );
-        assert!(
-            all[1].starts_with("3: server.regoin: unknown field `regoin`"),
-            "{all:#?}"
-        );
-        assert_eq!(all[2], "4: server.listen: `here` is not an IP:port address");
-        assert!(
-            all[3].starts_with("7: routing.timeout_ms: invalid type"),
-            "{all:#?}"
-        );
-        assert!(
-            all[4].starts_with("11: shards[0].replicas[0].url: invalid type"),
-            "{all:#?}"
-        );
-        assert!(all[5].starts_with("13: cache: unknown section"), "{all:#?}");
+        let expected = [
+            "2: server.lisen: unknown field `lisen`",
+            "3: server.regoin: unknown field `regoin`",
+            "4: server.listen: `here` is not an IP:port address",
+            "7: routing.timeout_ms: invalid type",
+            "11: shards[0].replicas[0].url: invalid type",
+            "14: cache.ttl: unknown field `ttl`",
+        ];
+        assert_eq!(all.len(), expected.len(), "{all:#?}");
+        for (got, want) in all.iter().zip(expected) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ use shardd::query::{run, run_groups};
 use tokio::time::Instant;
 
 use crate::balance::Replica;
-use crate::config::{Config, ReadPolicy};
+use crate::cache::{Cache, Outcome};
+use crate::config::{CacheMode, Config, ReadPolicy};
 use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::metrics::RouterMetrics;
 use crate::scatter::Scatter;
@@ -58,6 +59,7 @@ pub struct Call {
 }
 
 /// The router's answer.
+#[derive(Clone)]
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
@@ -69,6 +71,27 @@ pub struct Reply {
     pub route: &'static str,
     /// The methods the path takes, for a 405's `Allow` header.
     pub allow: Option<String>,
+    /// What the result cache did, when it was asked.
+    pub cache: Option<Outcome>,
+}
+
+impl Reply {
+    /// A cached answer (only complete 200 answers are cached).
+    pub(crate) fn cached(body: Bytes) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            partial: Vec::new(),
+            route: "",
+            allow: None,
+            cache: None,
+        }
+    }
+
+    /// Whether this answer may be cached: complete, successful and at most `max_bytes`.
+    pub(crate) fn is_cacheable(&self, max_bytes: usize) -> bool {
+        self.status == 200 && self.partial.is_empty() && self.body.len() <= max_bytes
+    }
 }
 
 /// An answered request: status (a shard's own when its answer is passed on), body, and the
@@ -108,6 +131,8 @@ pub struct Gateway {
     /// Collection configs, read from a shard on first use and dropped on reload or recreate.
     schemas: Mutex<HashMap<String, Arc<CollectionConfig>>>,
     pub(crate) metrics: Arc<RouterMetrics>,
+    /// The result cache, when `[cache]` is configured.
+    pub cache: Option<Cache>,
 }
 
 /// `{"result": T}` of a shard's answer.
@@ -162,13 +187,19 @@ pub(crate) fn read_result<T: DeserializeOwned>(
 }
 
 impl Gateway {
-    /// A gateway running `topology`.
-    pub fn new(topology: Topology, live: Live, metrics: Arc<RouterMetrics>) -> Self {
+    /// A gateway running `topology`, with the result cache when one is given.
+    pub fn new(
+        topology: Topology,
+        live: Live,
+        metrics: Arc<RouterMetrics>,
+        cache: Option<Cache>,
+    ) -> Self {
         Gateway {
             topology: ArcSwap::from_pointee(topology),
             live,
             schemas: Mutex::default(),
             metrics,
+            cache,
         }
     }
 
@@ -179,16 +210,41 @@ impl Gateway {
 
     /// Swaps in a new topology; requests in flight finish on the one they started with.
     pub fn swap(&self, topology: Topology) {
-        self.topology.store(Arc::new(topology));
+        let placement = topology.placement();
+        let old = self.topology.swap(Arc::new(topology));
+        if let Some(cache) = &self.cache {
+            if old.placement() != placement {
+                cache.placement_changed();
+            }
+        }
         self.schemas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
     }
 
-    /// Builds a topology for `config` (blocking) with this gateway's live state.
+    /// Builds a topology for `config` (blocking) with this gateway's live state. A changed
+    /// `[cache]` section cannot be applied by a reload.
     pub fn build(&self, config: Config) -> Result<Topology, String> {
+        if config.cache.as_ref() != self.cache.as_ref().map(Cache::config) {
+            return Err(
+                "the [cache] section changed; restart vecgate to apply it (the running config stays)"
+                    .into(),
+            );
+        }
         self.live.build(config)
+    }
+
+    /// How the cache treats `collection`'s answers; `None` when they are not cached.
+    fn cache_mode(&self, topo: &Topology, collection: &str) -> Option<CacheMode> {
+        self.cache.as_ref()?;
+        let mode = topo
+            .config
+            .collections
+            .get(collection)
+            .map(|c| c.cache.mode)
+            .unwrap_or_default();
+        (mode != CacheMode::Off).then_some(mode)
     }
 
     /// Answers one client request.
@@ -201,6 +257,7 @@ impl Gateway {
                 partial: Vec::new(),
                 route,
                 allow,
+                cache: None,
             };
         let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
             Ok(found) => found,
@@ -226,22 +283,69 @@ impl Gateway {
                 .unwrap_or_else(|| topo.config.server.region.clone()),
         };
         let template = endpoint.template();
-        let answered = match topo.shards.as_slice() {
-            // One remote shard holds everything: its answer to the client's own request is the
-            // answer, so the body needs no reading here.
-            [only] if endpoint.is_read() && matches!(only.kind, ShardKind::Remote(_)) => {
-                ctx.forward(only, &params.collection, &call).await
-            }
-            _ => match Route::<RawPayload>::parse_found(
-                endpoint,
-                params,
-                call.query.as_deref(),
-                &call.body,
-            ) {
-                Ok(route) => ctx.answer(route, &call, started).await,
-                Err(e) => return failed(e.status(), &e.to_string(), template, None),
-            },
+        // One remote shard holds everything: its answer to the client's own request is the
+        // answer, so the body needs no reading here (unless the cache needs its key).
+        let forward_to = match topo.shards.as_slice() {
+            [only] if endpoint.is_read() && matches!(only.kind, ShardKind::Remote(_)) => Some(only),
+            _ => None,
         };
+        let mode = self.cache_mode(&topo, &params.collection);
+        if let (Some(only), None) = (forward_to, mode) {
+            let answered = ctx.forward(only, &params.collection, &call).await;
+            return self.finish(answered, template, started);
+        }
+        let route = match Route::<RawPayload>::parse_found(
+            endpoint,
+            params,
+            call.query.as_deref(),
+            &call.body,
+        ) {
+            Ok(route) => route,
+            Err(e) => return failed(e.status(), &e.to_string(), template, None),
+        };
+        let (Some(cache), Some(mode)) = (&self.cache, mode) else {
+            return self.finish(ctx.answer(route, &call, started).await, template, started);
+        };
+        let key = match route.cache_key() {
+            Some(canonical) => Some(
+                cache
+                    .key(&route.collection, topo.placement(), template, canonical)
+                    .await,
+            ),
+            None => None,
+        };
+        let collection = route.collection.clone();
+        let search = async {
+            let answered = match forward_to {
+                Some(only) => ctx.forward(only, &collection, &call).await,
+                None => ctx.answer(route, &call, started).await,
+            };
+            self.finish(answered, template, started)
+        };
+        match key {
+            Some(key) => {
+                let (mut reply, outcome) = cache.serve(key, search).await;
+                reply.route = template;
+                reply.cache = Some(outcome);
+                reply
+            }
+            None => {
+                let reply = search.await;
+                if !endpoint.is_read() {
+                    cache.written(&collection, mode).await;
+                }
+                reply
+            }
+        }
+    }
+
+    /// The reply to an answered request, its error counted by kind.
+    fn finish(
+        &self,
+        answered: Result<Done, GatewayError>,
+        template: &'static str,
+        started: StdInstant,
+    ) -> Reply {
         match answered {
             Ok(done) => Reply {
                 status: done.status,
@@ -249,13 +353,21 @@ impl Gateway {
                 partial: done.partial,
                 route: template,
                 allow: None,
+                cache: None,
             },
             Err(e) => {
                 self.metrics
                     .request_errors
                     .with_label_values(&[template, e.kind()])
                     .inc();
-                failed(e.status(), &e.message(), template, None)
+                Reply {
+                    status: e.status(),
+                    body: error_body(&e.message(), started).into(),
+                    partial: Vec::new(),
+                    route: template,
+                    allow: None,
+                    cache: None,
+                }
             }
         }
     }

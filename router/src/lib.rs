@@ -13,10 +13,12 @@
 //!   across reloads; [`config`]: the TOML model and its validation; [`ring`]: placement.
 //! - Replicas: [`replica`] (live state, health, ejection), [`balance`] (read policies),
 //!   [`hints`] (missed writes, durably queued).
+//! - [`cache`]: the result cache (moka in process, Redis through fred), keyed at the route.
 //! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay,
 //!   checkpoints), [`metrics`].
 
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
+use vecgate::cache::{Cache, CacheMetrics};
 use vecgate::config::{self, Config};
 use vecgate::gateway::Gateway;
 use vecgate::listener::{bind, serve, Http, InFlight, Workers, DRAIN};
@@ -118,7 +119,19 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         config = %config_path.as_deref().map_or("(embedded default)".into(), |p| p.display().to_string()),
         "vecgate running"
     );
-    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone()));
+    let cache = match topology.config.cache.clone() {
+        Some(c) => {
+            tracing::info!(
+                l1_max_bytes = c.l1_max_bytes,
+                ttl_s = c.ttl_s,
+                redis = %c.redis_url.as_deref().map_or("(none)".into(), config::redact_url),
+                "result cache on"
+            );
+            Some(Cache::new(c, Arc::new(CacheMetrics::new(&registry)?))?)
+        }
+        None => None,
+    };
+    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone(), cache));
     let in_flight = Arc::new(InFlight::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
@@ -180,6 +193,9 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
             .context("final snapshot of a built-in shard")
     })
     .await??;
+    if let Some(cache) = &gateway.cache {
+        cache.close().await;
+    }
     tracing::info!("clean shutdown");
     Ok(())
 }

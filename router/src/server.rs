@@ -26,6 +26,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("/admin/config", "GET"),
     ("/admin/cluster", "GET"),
     ("/admin/reload", "POST"),
+    ("/admin/cache/purge", "POST"),
 ];
 
 /// Largest accepted request body.
@@ -124,6 +125,11 @@ impl Handler for ApiApp {
         if let Some(allow) = reply.allow {
             answer.headers.push(("allow", allow));
         }
+        if let Some(outcome) = reply.cache {
+            answer
+                .headers
+                .push(("x-vecgate-cache", outcome.as_str().to_string()));
+        }
         answer
     }
 }
@@ -149,6 +155,9 @@ impl Handler for AdminApp {
             |v: serde_json::Value| Answer::json(200, serde_json::to_vec(&v).unwrap_or_default());
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
+                if let Some(cache) = &self.gateway.cache {
+                    cache.measure().await;
+                }
                 let mut buf = Vec::new();
                 match TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
                     Ok(()) => Answer {
@@ -177,6 +186,13 @@ impl Handler for AdminApp {
                     ReloadOutcome::Failed(e) => json_error(409, &e),
                 },
             },
+            (Method::POST, "/admin/cache/purge") => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err(answer) => return answer,
+                };
+                purge(&self.gateway, &body).await
+            }
             (m, p) => match ADMIN_ROUTES.iter().find(|(path, _)| *path == p) {
                 Some((_, allowed)) => {
                     let mut answer = json_error(
@@ -190,6 +206,38 @@ impl Handler for AdminApp {
             },
         }
     }
+}
+
+/// `POST /admin/cache/purge`: `{"collection": C}` drops C's cached answers, an empty body
+/// all of them, here and on the routers sharing this one's Redis.
+async fn purge(gateway: &Gateway, body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Purge {
+        collection: Option<String>,
+    }
+    let Some(cache) = &gateway.cache else {
+        return json_error(409, "no result cache is configured (no [cache] section)");
+    };
+    let asked = if body.iter().all(u8::is_ascii_whitespace) {
+        Purge { collection: None }
+    } else {
+        match serde_json::from_slice::<Purge>(body) {
+            Ok(p) => p,
+            Err(e) => {
+                return json_error(
+                    400,
+                    &format!("Wrong input: expected {{\"collection\": NAME}} or no body: {e}"),
+                )
+            }
+        }
+    };
+    cache.purge(asked.collection.as_deref()).await;
+    let purged = asked.collection.map_or(json!("all"), |c| json!(c));
+    Answer::json(
+        200,
+        serde_json::to_vec(&json!({"status": "ok", "purged": purged})).unwrap_or_default(),
+    )
 }
 
 /// `/admin/cluster`: each shard's replicas with health, in-flight requests and ejections.

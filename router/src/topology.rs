@@ -46,6 +46,16 @@ pub struct Topology {
     pub shards: Vec<ShardRoute>,
 }
 
+impl Topology {
+    /// Names the shard set (order aside): answers computed over one set are not answers over
+    /// another, so cache keys include it.
+    pub fn placement(&self) -> u64 {
+        let mut names: Vec<&str> = self.shards.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        xxhash_rust::xxh3::xxh3_64(names.join("\0").as_bytes())
+    }
+}
+
 /// State that outlives any one topology.
 pub struct Live {
     replicas: Mutex<HashMap<String, Arc<ReplicaState>>>,

@@ -2,7 +2,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Counters and histograms for the WAL, snapshots, recovery and searches.
@@ -112,6 +113,11 @@ impl<'a> Registrar<'a> {
             Opts::new(self.name(name), help),
             labels,
         )?)
+    }
+
+    /// A gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.add(IntGauge::new(self.name(name), help)?)
     }
 
     /// Gauges by `labels`.

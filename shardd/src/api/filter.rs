@@ -3,7 +3,6 @@
 //!
 //! Fields a client sends as `null` (qdrant-client writes every optional field) are ignored.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use chrono::DateTime;
@@ -11,7 +10,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::filter::{parse_datetime, Bounds, Condition, FieldCheck, Filter, Scalar};
+use crate::engine::filter::{parse_datetime, Bounds, Condition, FieldCheck, Filter, IdSet, Scalar};
 use crate::engine::point::PointId;
 
 impl<'de> Deserialize<'de> for Filter {
@@ -213,7 +212,7 @@ impl<'de> Visitor<'de> for ConditionVisitor {
                 },
                 "has_id" => {
                     if let Some(ids) = m.next_value::<Option<Vec<PointId>>>()? {
-                        single = Some(Condition::HasId(ids.into_iter().collect::<HashSet<_>>()));
+                        single = Some(Condition::HasId(ids.into_iter().collect::<IdSet>()));
                     }
                 }
                 "has_vector" => {
@@ -663,7 +662,7 @@ impl Serialize for Condition {
             Condition::IsEmpty(key) => one_entry(s, "is_empty", &KeyOut { key }),
             Condition::IsNull(key) => one_entry(s, "is_null", &KeyOut { key }),
             Condition::HasId(ids) => {
-                let mut sorted: Vec<&PointId> = ids.iter().collect();
+                let mut sorted: Vec<&PointId> = ids.0.iter().collect();
                 sorted.sort();
                 one_entry(s, "has_id", &sorted)
             }

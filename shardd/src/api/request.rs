@@ -324,7 +324,7 @@ impl Serialize for VectorOut<'_> {
 }
 
 /// `POST /collections/{c}/points`.
-#[derive(Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct GetPointsRequest {
     /// Ids to fetch.
     pub ids: Vec<PointId>,

@@ -115,6 +115,22 @@ fn selector(points: Option<Vec<PointId>>, filter: Option<Filter>) -> Result<Sele
 }
 
 impl<P> Route<P> {
+    /// What a result cache keys this request on, when its answer may be cached (searches,
+    /// queries, batches, groups, `/v1/search`, get-by-id, count): the typed body, whose
+    /// `Debug` text is canonical (key order, whitespace, float spelling and defaults are gone
+    /// once parsed). `None` for writes and everything else.
+    pub fn cache_key(&self) -> Option<&(dyn std::fmt::Debug + Sync)> {
+        match &self.body {
+            Body::Query(plan) => Some(plan),
+            Body::Batch(plans) => Some(plans),
+            Body::Groups(plan) => Some(plan),
+            Body::GetPoints(req) => Some(req),
+            Body::GetPoint(id) => Some(id),
+            Body::Count(filter) => Some(filter),
+            _ => None,
+        }
+    }
+
     /// The same route with its write payloads converted by `f` (raw JSON parsed, say).
     pub fn map_payload<Q, E>(
         self,

@@ -20,6 +20,25 @@ pub trait PointView {
     fn has_vector(&self, name: &str) -> bool;
 }
 
+/// The ids of a `has_id` condition. Its `Debug` lists them in order, so that equal sets read
+/// the same (cache keys are built from it).
+#[derive(Clone, Default, PartialEq)]
+pub struct IdSet(pub HashSet<PointId>);
+
+impl std::fmt::Debug for IdSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&PointId> = self.0.iter().collect();
+        ids.sort_unstable();
+        f.debug_set().entries(ids).finish()
+    }
+}
+
+impl FromIterator<PointId> for IdSet {
+    fn from_iter<T: IntoIterator<Item = PointId>>(iter: T) -> Self {
+        IdSet(iter.into_iter().collect())
+    }
+}
+
 /// A boolean combination of conditions (`must`, `should`, `must_not`, `min_should`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
@@ -46,7 +65,7 @@ pub enum Condition {
     /// The key is present and null.
     IsNull(String),
     /// The point's id is one of these.
-    HasId(HashSet<PointId>),
+    HasId(IdSet),
     /// The point has a vector of this name.
     HasVector(String),
     /// Some object in the array at `key` satisfies `filter` on its own.
@@ -193,7 +212,7 @@ impl Condition {
             Condition::Field { key, checks } => checks.iter().all(|c| c.matches(p.payload(), key)),
             Condition::IsEmpty(key) => !any_scalar_at(p.payload(), key, &mut |_| true),
             Condition::IsNull(key) => any_value_at(p.payload(), key, &mut Value::is_null),
-            Condition::HasId(ids) => ids.contains(&p.id()),
+            Condition::HasId(ids) => ids.0.contains(&p.id()),
             Condition::HasVector(name) => p.has_vector(name),
             Condition::Nested { key, filter } => {
                 let mut element = |v: &Value| {

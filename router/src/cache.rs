@@ -1,0 +1,432 @@
+//! The result cache: answers to reads kept in process (L1, moka, bounded by bytes, TTL and
+//! time-to-idle) and, when configured, in Redis (L2), keyed by xxh3-128 of the canonical
+//! request and the collection's generation.
+//!
+//! A write bumps its collection's generation before it is acknowledged, so no answer cached
+//! before the write is reachable afterwards on this router; with Redis, the generation is a
+//! Redis counter and its bumps are published, so other routers sharing that Redis follow
+//! within the time the message takes (`l2` module). Concurrent misses on one key run one
+//! backend search (single-flight); only complete answers (200, no missing shard) are cached.
+
+mod l2;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use shardd::metrics::Registrar;
+use tokio::sync::watch;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::config::{CacheConfig, CacheMode};
+use crate::gateway::Reply;
+
+pub use l2::Redis;
+
+/// What the cache did for one request (the `x-vecgate-cache` header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from this process.
+    L1,
+    /// Answered from Redis.
+    L2,
+    /// Searched, and the answer stored.
+    Miss,
+    /// Waited for the same request's search already running.
+    Coalesced,
+}
+
+impl Outcome {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::L1 => "l1",
+            Outcome::L2 => "l2",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// The cache's metrics.
+pub struct CacheMetrics {
+    /// Lookups by tier (`l1`, `l2`) and result (`hit`, `miss`).
+    pub lookups: IntCounterVec,
+    /// Requests that waited for an identical one's search.
+    pub coalesced: IntCounter,
+    /// Answers leaving L1 by cause (`size`, `expired`, `replaced`, `explicit`).
+    pub evictions: IntCounterVec,
+    /// Bytes held in L1.
+    pub l1_bytes: IntGauge,
+    /// Answers held in L1.
+    pub l1_entries: IntGauge,
+    /// Invalidations by cause (`generation`: a write; `purge`; `topology`: a reload changed
+    /// the shard set).
+    pub invalidations: IntCounterVec,
+    /// Redis calls that failed, by operation (`get`, `set`, `incr`, `publish`, `subscribe`).
+    pub l2_errors: IntCounterVec,
+    /// 1 while Redis is skipped after failures.
+    pub l2_breaker_open: IntGauge,
+    /// Generation bumps heard from other routers.
+    pub remote_invalidations: IntCounter,
+}
+
+impl CacheMetrics {
+    /// Registers the cache's metrics in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let r = Registrar::new(registry, "vecgate_cache");
+        Ok(CacheMetrics {
+            lookups: r.counters(
+                "lookups_total",
+                "Cache lookups by tier (l1, l2) and result (hit, miss)",
+                &["tier", "result"],
+            )?,
+            coalesced: r.counter(
+                "coalesced_total",
+                "Requests that waited for an identical request's search instead of searching",
+            )?,
+            evictions: r.counters(
+                "evictions_total",
+                "Answers leaving L1 by cause (size, expired, replaced, explicit)",
+                &["cause"],
+            )?,
+            l1_bytes: r.gauge("l1_bytes", "Bytes of answers held in L1")?,
+            l1_entries: r.gauge("l1_entries", "Answers held in L1")?,
+            invalidations: r.counters(
+                "invalidations_total",
+                "Cache invalidations by cause (generation, purge, topology)",
+                &["cause"],
+            )?,
+            l2_errors: r.counters(
+                "l2_errors_total",
+                "Redis calls that failed or timed out, by operation",
+                &["op"],
+            )?,
+            l2_breaker_open: r.gauge(
+                "l2_breaker_open",
+                "1 while Redis is skipped after failed calls",
+            )?,
+            remote_invalidations: r.counter(
+                "remote_invalidations_total",
+                "Generation bumps heard from other routers through Redis",
+            )?,
+        })
+    }
+}
+
+/// A collection's generation: the Redis counter (`shared`, 0 without Redis) and the bumps
+/// made while Redis could not be told (`local`). Every write changes one of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Generation {
+    shared: u64,
+    local: u64,
+    /// `shared` was read from Redis (or set by a bump it answered) since the last (re)connect.
+    known: bool,
+}
+
+/// Per-collection generations.
+#[derive(Default)]
+pub(crate) struct Generations(Mutex<HashMap<String, Generation>>);
+
+impl Generations {
+    fn get(&self, collection: &str) -> Generation {
+        self.0.lock().get(collection).copied().unwrap_or_default()
+    }
+
+    fn update(&self, collection: &str, f: impl FnOnce(&mut Generation)) {
+        f(self.0.lock().entry(collection.to_string()).or_default())
+    }
+
+    /// A value heard from Redis: larger ones win, and a new one makes the bumps made while
+    /// Redis was away moot (the pair it forms was never used).
+    pub(crate) fn heard(&self, collection: &str, shared: u64) {
+        self.update(collection, |g| {
+            if shared > g.shared {
+                g.shared = shared;
+                g.local = 0;
+            }
+            g.known = true;
+        })
+    }
+
+    /// After a reconnect to Redis, every counter is read again before it is trusted.
+    pub(crate) fn forget_shared(&self) {
+        for g in self.0.lock().values_mut() {
+            g.known = false;
+        }
+    }
+
+    fn collections(&self) -> Vec<String> {
+        self.0.lock().keys().cloned().collect()
+    }
+}
+
+/// An answer shared with the requests that waited for it.
+type Flight = watch::Receiver<Option<Reply>>;
+
+/// The result cache.
+pub struct Cache {
+    config: CacheConfig,
+    l1: moka::future::Cache<u128, Bytes>,
+    l2: Option<Redis>,
+    generations: Arc<Generations>,
+    flights: Mutex<HashMap<u128, Flight>>,
+    metrics: Arc<CacheMetrics>,
+}
+
+/// Bytes an L1 entry costs beyond its body (key, moka's bookkeeping).
+const ENTRY_OVERHEAD: usize = 96;
+
+impl Cache {
+    /// A cache as `config` describes it; connects to Redis in the background when it names
+    /// one (vecgate starts and serves while Redis is down). Call within a tokio runtime.
+    pub fn new(config: CacheConfig, metrics: Arc<CacheMetrics>) -> anyhow::Result<Cache> {
+        let evicted = metrics.clone();
+        let mut l1 = moka::future::Cache::builder()
+            .max_capacity(config.l1_max_bytes)
+            .weigher(|_, body: &Bytes| {
+                u32::try_from(body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .time_to_live(Duration::from_secs(config.ttl_s))
+            .eviction_listener(move |_, _, cause| {
+                let cause = match cause {
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Replaced => "replaced",
+                    RemovalCause::Explicit => "explicit",
+                };
+                evicted.evictions.with_label_values(&[cause]).inc();
+            });
+        if config.tti_s > 0 {
+            l1 = l1.time_to_idle(Duration::from_secs(config.tti_s));
+        }
+        let generations = Arc::new(Generations::default());
+        let l2 = match &config.redis_url {
+            Some(url) => Some(Redis::connect(
+                url,
+                &config,
+                generations.clone(),
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        Ok(Cache {
+            l1: l1.build(),
+            l2,
+            generations,
+            flights: Mutex::default(),
+            metrics,
+            config,
+        })
+    }
+
+    /// The config the cache was built from.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// The key of a request: its canonical text (`Route::cache_key`) on `collection` at its
+    /// current generation, under the shard set named by `placement`.
+    pub async fn key(
+        &self,
+        collection: &str,
+        placement: u64,
+        endpoint: &str,
+        canonical: &(dyn std::fmt::Debug + Sync),
+    ) -> u128 {
+        let generation = self.generation(collection).await;
+        let mut h = Hashing(Xxh3::new());
+        h.0.update(concat!("vecgate-cache/", env!("CARGO_PKG_VERSION"), "\0").as_bytes());
+        h.0.update(&placement.to_le_bytes());
+        h.0.update(&generation.shared.to_le_bytes());
+        h.0.update(&generation.local.to_le_bytes());
+        h.0.update(collection.as_bytes());
+        h.0.update(b"\0");
+        h.0.update(endpoint.as_bytes());
+        h.0.update(b"\0");
+        // Writing into a hasher cannot fail.
+        let _ = write!(h, "{canonical:?}");
+        h.0.digest128()
+    }
+
+    /// `collection`'s generation, read from Redis when it is not known since the last connect.
+    async fn generation(&self, collection: &str) -> Generation {
+        let g = self.generations.get(collection);
+        match &self.l2 {
+            Some(redis) if !g.known => {
+                if let Some(shared) = redis.generation(collection).await {
+                    self.generations.heard(collection, shared);
+                }
+                self.generations.get(collection)
+            }
+            _ => g,
+        }
+    }
+
+    /// The answer for `key`: from L1, from Redis, from the same request already running, or
+    /// from `search`, whose complete answers are stored in both tiers.
+    pub async fn serve<F>(&self, key: u128, search: F) -> (Reply, Outcome)
+    where
+        F: std::future::Future<Output = Reply>,
+    {
+        if let Some(body) = self.l1.get(&key).await {
+            self.looked_up("l1", "hit");
+            return (Reply::cached(body), Outcome::L1);
+        }
+        self.looked_up("l1", "miss");
+        let (done, waiting) = {
+            let mut flights = self.flights.lock();
+            match flights.get(&key) {
+                Some(flight) => (None, Some(flight.clone())),
+                None => {
+                    let (done, flight) = watch::channel(None);
+                    flights.insert(key, flight);
+                    (Some(done), None)
+                }
+            }
+        };
+        if let Some(mut flight) = waiting {
+            self.metrics.coalesced.inc();
+            if let Ok(reply) = flight.wait_for(Option::is_some).await {
+                if let Some(reply) = reply.clone() {
+                    return (reply, Outcome::Coalesced);
+                }
+            }
+            // The request searching went away (its client disconnected): search here.
+            return (search.await, Outcome::Miss);
+        }
+        let done = done.expect("one of the two is set");
+        let _landed = Landed { cache: self, key };
+        if let Some(redis) = &self.l2 {
+            match redis.get(key).await {
+                Some(body) => {
+                    self.looked_up("l2", "hit");
+                    self.l1.insert(key, body.clone()).await;
+                    let reply = Reply::cached(body);
+                    let _ = done.send(Some(reply.clone()));
+                    return (reply, Outcome::L2);
+                }
+                None => self.looked_up("l2", "miss"),
+            }
+        }
+        let reply = search.await;
+        if reply.is_cacheable(self.config.max_entry_bytes) {
+            self.l1.insert(key, reply.body.clone()).await;
+            if let Some(redis) = &self.l2 {
+                redis.set(key, reply.body.clone());
+            }
+        }
+        let _ = done.send(Some(reply.clone()));
+        (reply, Outcome::Miss)
+    }
+
+    /// Brings L1's size gauges up to date (before metrics are gathered).
+    pub async fn measure(&self) {
+        self.l1.run_pending_tasks().await;
+        self.metrics
+            .l1_bytes
+            .set(i64::try_from(self.l1.weighted_size()).unwrap_or(i64::MAX));
+        self.metrics
+            .l1_entries
+            .set(i64::try_from(self.l1.entry_count()).unwrap_or(i64::MAX));
+    }
+
+    fn looked_up(&self, tier: &str, result: &str) {
+        self.metrics
+            .lookups
+            .with_label_values(&[tier, result])
+            .inc();
+    }
+
+    /// A write to `collection` was answered (or failed part way): no answer cached before it
+    /// may be served after it. Returns once this router's keys for the collection changed,
+    /// and Redis was told (or could not be, within its deadline).
+    pub async fn written(&self, collection: &str, mode: CacheMode) {
+        if mode == CacheMode::TtlOnly {
+            return;
+        }
+        self.bump(collection).await;
+        self.metrics
+            .invalidations
+            .with_label_values(&["generation"])
+            .inc();
+    }
+
+    async fn bump(&self, collection: &str) {
+        let shared = match &self.l2 {
+            Some(redis) => {
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                let floor = now_us.max(self.generations.get(collection).shared + 1);
+                redis.bump(collection, floor).await
+            }
+            None => None,
+        };
+        match shared {
+            Some(s) => self.generations.heard(collection, s),
+            None => self.generations.update(collection, |g| g.local += 1),
+        }
+    }
+
+    /// `POST /admin/cache/purge`: drops every answer of `collection` (all collections when
+    /// `None`), here and, through Redis, on the routers sharing it.
+    pub async fn purge(&self, collection: Option<&str>) {
+        match collection {
+            Some(c) => self.bump(c).await,
+            None => {
+                for c in self.generations.collections() {
+                    self.bump(&c).await;
+                }
+                self.l1.invalidate_all();
+            }
+        }
+        self.metrics
+            .invalidations
+            .with_label_values(&["purge"])
+            .inc();
+    }
+
+    /// A reload changed the shard set: answers computed over the old one are dropped.
+    pub fn placement_changed(&self) {
+        self.l1.invalidate_all();
+        self.metrics
+            .invalidations
+            .with_label_values(&["topology"])
+            .inc();
+    }
+
+    /// Stops the Redis connections.
+    pub async fn close(&self) {
+        if let Some(redis) = &self.l2 {
+            redis.close().await;
+        }
+    }
+}
+
+/// Clears a key's single-flight slot however its search ends (a dropped request included).
+struct Landed<'a> {
+    cache: &'a Cache,
+    key: u128,
+}
+
+impl Drop for Landed<'_> {
+    fn drop(&mut self) {
+        self.cache.flights.lock().remove(&self.key);
+    }
+}
+
+/// Streams formatted text into the hasher.
+struct Hashing(Xxh3);
+
+impl std::fmt::Write for Hashing {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! The cache's second tier: answers and collection generations in Redis, through a fred pool
+//! with a deadline on every command and a breaker that stops calling a Redis that fails.
+//!
+//! Keys: `vecgate:r:{key hex}` holds an answer (with its own TTL), `vecgate:gen:{collection}`
+//! a collection's generation. A write's bump sets a new, larger value and publishes
+//! `"{value} {collection}"` on `vecgate:generations`, in one script; every router subscribes
+//! and adopts the larger value, so a write on one router invalidates the others' answers
+//! within the message's delivery time.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+
+use super::{CacheMetrics, Generations};
+use crate::config::{redact_url, CacheConfig};
+
+/// Sets a generation above both the caller's floor (the time in µs, or what it last saw,
+/// whichever is later) and the value in Redis, then publishes it. Time-based values keep
+/// increasing across a Redis restart that emptied it (given clocks within the restart's
+/// length of each other), so a generation is never reused.
+const BUMP: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
+local t = tonumber(ARGV[1]) \
+if t <= v then t = v + 1 end \
+local text = string.format('%d', t) \
+redis.call('SET', KEYS[1], text) \
+redis.call('PUBLISH', ARGV[2], text .. ' ' .. ARGV[3]) \
+return t";
+
+/// The pub/sub channel of generation bumps.
+const CHANNEL: &str = "vecgate:generations";
+/// Failures in a row that open the breaker.
+const TRIP_AFTER: u32 = 3;
+/// How long the breaker stays open before one call tries Redis again.
+const OPEN_FOR: Duration = Duration::from_secs(1);
+
+/// Redis as the cache's second tier.
+pub struct Redis {
+    pool: Pool,
+    subscriber: SubscriberClient,
+    ttl_s: i64,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl Redis {
+    /// Starts the pool and the subscriber; both connect (and reconnect) in the background.
+    pub(crate) fn connect(
+        url: &str,
+        config: &CacheConfig,
+        generations: Arc<Generations>,
+        metrics: Arc<CacheMetrics>,
+    ) -> anyhow::Result<Redis> {
+        let timeout = Duration::from_millis(config.redis_timeout_ms);
+        let redis_config = Config::from_url(url)
+            .map_err(|e| anyhow::anyhow!("cache.redis_url `{}`: {e}", redact_url(url)))?;
+        let mut builder = Builder::from_config(redis_config);
+        builder
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(1);
+                c.internal_command_timeout = Duration::from_secs(1);
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, 500));
+        let pool = builder.build_pool(config.redis_pool)?;
+        let subscriber = builder.build_subscriber_client()?;
+        pool.connect();
+        subscriber.connect();
+        let breaker = Arc::new(Breaker::new(metrics.clone()));
+        tokio::spawn(listen(
+            subscriber.clone(),
+            pool.clone(),
+            generations,
+            breaker.clone(),
+            metrics.clone(),
+            timeout,
+        ));
+        Ok(Redis {
+            pool,
+            subscriber,
+            ttl_s: i64::try_from(if config.redis_ttl_s > 0 {
+                config.redis_ttl_s
+            } else {
+                config.ttl_s
+            })
+            .unwrap_or(i64::MAX),
+            timeout,
+            breaker,
+            metrics,
+        })
+    }
+
+    /// Runs one command under the deadline and the breaker; `None` when skipped or failed.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        command: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Option<T> {
+        call(&self.breaker, &self.metrics, self.timeout, op, command).await
+    }
+
+    /// The answer stored under `key`.
+    pub(crate) async fn get(&self, key: u128) -> Option<Bytes> {
+        self.call("get", self.pool.get::<Option<Bytes>, _>(answer_key(key)))
+            .await
+            .flatten()
+    }
+
+    /// Stores an answer, in the background: the client does not wait for Redis.
+    pub(crate) fn set(&self, key: u128, body: Bytes) {
+        let pool = self.pool.clone();
+        let (breaker, metrics, timeout, ttl) = (
+            self.breaker.clone(),
+            self.metrics.clone(),
+            self.timeout,
+            self.ttl_s,
+        );
+        tokio::spawn(async move {
+            let set = pool.set::<(), _, _>(
+                answer_key(key),
+                body,
+                Some(Expiration::EX(ttl)),
+                None,
+                false,
+            );
+            call(&breaker, &metrics, timeout, "set", set).await;
+        });
+    }
+
+    /// `collection`'s generation in Redis (0 when never bumped).
+    pub(crate) async fn generation(&self, collection: &str) -> Option<u64> {
+        self.call(
+            "get",
+            self.pool.get::<Option<u64>, _>(generation_key(collection)),
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    /// Bumps `collection`'s generation to a value above both `floor` and the one in Redis,
+    /// and tells the other routers, in one script; the new value, or `None` when Redis could
+    /// not be told.
+    pub(crate) async fn bump(&self, collection: &str, floor: u64) -> Option<u64> {
+        let bump = self.pool.next().eval::<u64, _, _, _>(
+            BUMP,
+            vec![generation_key(collection)],
+            vec![
+                floor.to_string(),
+                CHANNEL.to_string(),
+                collection.to_string(),
+            ],
+        );
+        self.call("bump", bump).await
+    }
+
+    /// Closes the connections.
+    pub(crate) async fn close(&self) {
+        let _ = self.subscriber.quit().await;
+        let _ = self.pool.quit().await;
+    }
+}
+
+fn answer_key(key: u128) -> String {
+    format!("vecgate:r:{key:032x}")
+}
+
+fn generation_key(collection: &str) -> String {
+    format!("vecgate:gen:{collection}")
+}
+
+async fn call<T>(
+    breaker: &Breaker,
+    metrics: &CacheMetrics,
+    timeout: Duration,
+    op: &'static str,
+    command: impl std::future::Future<Output = Result<T, Error>>,
+) -> Option<T> {
+    if !breaker.allows() {
+        return None;
+    }
+    match tokio::time::timeout(timeout, command).await {
+        Ok(Ok(value)) => {
+            breaker.succeeded();
+            Some(value)
+        }
+        Ok(Err(e)) => {
+            metrics.l2_errors.with_label_values(&[op]).inc();
+            breaker.failed(&e.to_string());
+            None
+        }
+        Err(_) => {
+            metrics.l2_errors.with_label_values(&[op]).inc();
+            breaker.failed(&format!("no answer within {timeout:?}"));
+            None
+        }
+    }
+}
+
+/// Follows the other routers' bumps: subscribes (again after every reconnect, when every
+/// generation is read afresh, since bumps may have been missed while disconnected).
+async fn listen(
+    subscriber: SubscriberClient,
+    pool: Pool,
+    generations: Arc<Generations>,
+    breaker: Arc<Breaker>,
+    metrics: Arc<CacheMetrics>,
+    timeout: Duration,
+) {
+    let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    loop {
+        if subscriber.wait_for_connect().await.is_err() {
+            tokio::time::sleep(OPEN_FOR).await;
+            continue;
+        }
+        if let Err(e) = subscriber.subscribe(CHANNEL).await {
+            metrics.l2_errors.with_label_values(&["subscribe"]).inc();
+            tracing::debug!(error = %e, "subscribing to cache invalidations failed; retrying");
+            tokio::time::sleep(OPEN_FOR).await;
+            continue;
+        }
+        generations.forget_shared();
+        for collection in generations.collections() {
+            let read = pool.get::<Option<u64>, _>(generation_key(&collection));
+            if let Some(v) = call(&breaker, &metrics, timeout, "get", read).await {
+                generations.heard(&collection, v.unwrap_or_default());
+            }
+        }
+        loop {
+            tokio::select! {
+                message = messages.recv() => match message {
+                    Ok(m) => {
+                        let text = m.value.as_str().map(|s| s.to_string()).unwrap_or_default();
+                        if let Some((value, collection)) = text.split_once(' ') {
+                            if let Ok(v) = value.parse::<u64>() {
+                                generations.heard(collection, v);
+                                metrics.remote_invalidations.inc();
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        generations.forget_shared();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                reconnected = reconnects.recv() => match reconnected {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+/// Stops calling Redis after [`TRIP_AFTER`] failures in a row; after [`OPEN_FOR`] one call
+/// tries again, and a success closes it. One log line when it opens and one when it closes.
+struct Breaker {
+    failures: AtomicU32,
+    open: AtomicBool,
+    /// When the open breaker lets a call through, as milliseconds since `epoch`.
+    retry_at_ms: AtomicU64,
+    epoch: Instant,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl Breaker {
+    fn new(metrics: Arc<CacheMetrics>) -> Breaker {
+        Breaker {
+            failures: AtomicU32::new(0),
+            open: AtomicBool::new(false),
+            retry_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            metrics,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn allows(&self) -> bool {
+        if !self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self.now_ms();
+        let at = self.retry_at_ms.load(Ordering::Acquire);
+        // One caller wins the retry; the others keep skipping until it answers.
+        now >= at
+            && self
+                .retry_at_ms
+                .compare_exchange(
+                    at,
+                    now + OPEN_FOR.as_millis() as u64,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Release);
+        if self.open.swap(false, Ordering::AcqRel) {
+            self.metrics.l2_breaker_open.set(0);
+            tracing::info!("Redis answers again; the cache uses it again");
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures >= TRIP_AFTER && !self.open.swap(true, Ordering::AcqRel) {
+            self.retry_at_ms.store(
+                self.now_ms() + OPEN_FOR.as_millis() as u64,
+                Ordering::Release,
+            );
+            self.metrics.l2_breaker_open.set(1);
+            tracing::warn!(
+                error = why,
+                "Redis failing; the cache skips it (answers come from L1 and the shards) until it answers again"
+            );
+        }
+    }
+}
