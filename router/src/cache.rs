@@ -23,7 +23,7 @@ use shardd::metrics::Registrar;
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::config::{CacheConfig, CacheMode};
+use crate::config::{CacheConfig, CacheMode, Strict};
 use crate::gateway::Reply;
 
 pub use l2::Redis;
@@ -254,11 +254,12 @@ impl Cache {
         h.0.digest128()
     }
 
-    /// `collection`'s generation, read from Redis when it is not known since the last connect.
+    /// `collection`'s generation, read from Redis when it is not known since the last connect
+    /// (or on every read, with `strict = "global"`).
     async fn generation(&self, collection: &str) -> Generation {
         let g = self.generations.get(collection);
         match &self.l2 {
-            Some(redis) if !g.known => {
+            Some(redis) if !g.known || self.config.strict == Strict::Global => {
                 if let Some(shared) = redis.generation(collection).await {
                     self.generations.heard(collection, shared);
                 }

@@ -108,6 +108,21 @@ pub struct CacheConfig {
     pub redis_pool: usize,
     /// Answers larger than this many bytes are not cached.
     pub max_entry_bytes: usize,
+    /// How fresh a hit must be across routers sharing Redis.
+    pub strict: Strict,
+}
+
+/// How fresh a cache hit is across routers sharing Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strict {
+    /// No answer older than a write this router acknowledged; other routers' writes arrive
+    /// by pub/sub, milliseconds later.
+    #[default]
+    Router,
+    /// Every cached read first reads its collection's generation from Redis (one round trip),
+    /// so no router serves an answer older than any acknowledged write.
+    Global,
 }
 
 impl Default for CacheConfig {
@@ -121,6 +136,7 @@ impl Default for CacheConfig {
             redis_timeout_ms: 50,
             redis_pool: 4,
             max_entry_bytes: 1 << 20,
+            strict: Strict::Router,
         }
     }
 }

@@ -252,11 +252,15 @@ struct Pair {
     _dir: tempfile::TempDir,
 }
 
-fn pair() -> Pair {
+/// Two routers over one shardd sharing a Redis, with `extra` in their `[cache]`.
+fn pair(extra: &str) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
     let shard = shardd(&dir.path().join("s0"), &[]);
-    let cache = format!("[cache]\nttl_s = 60\nredis_url = \"{}\"\n", redis.url());
+    let cache = format!(
+        "[cache]\nttl_s = 60\nredis_url = \"{}\"\n{extra}",
+        redis.url()
+    );
     let a = vecgate(&config(dir.path(), "a", &[shard.url()], &cache));
     let b = vecgate(&config(dir.path(), "b", &[shard.url()], &cache));
     Pair {
@@ -270,7 +274,7 @@ fn pair() -> Pair {
 
 #[test]
 fn no_answer_is_stale_after_an_acknowledged_write_on_either_of_two_routers() {
-    let p = pair();
+    let p = pair("");
     let data = random_vectors(300, DIM, 5);
     setup(&p.a.url(), &data);
     let queries: Vec<Vec<f32>> = data[..6].to_vec();
@@ -353,7 +357,7 @@ fn no_answer_is_stale_after_an_acknowledged_write_on_either_of_two_routers() {
 
 #[test]
 fn redis_killed_mid_stream_fails_no_request_and_is_used_again_when_back() {
-    let mut p = pair();
+    let mut p = pair("");
     let data = random_vectors(300, DIM, 9);
     setup(&p.a.url(), &data);
     let stream = Stream::start(p.a.url(), 2);
@@ -452,4 +456,24 @@ fn a_reload_that_changes_the_shard_set_drops_cached_answers_and_cache_changes_ne
             .contains("restart vecgate"),
         "{body}"
     );
+}
+
+#[test]
+fn strict_global_serves_no_router_an_answer_older_than_any_acknowledged_write() {
+    let p = pair("strict = \"global\"\n");
+    let data = random_vectors(200, DIM, 13);
+    setup(&p.a.url(), &data);
+    let (a, b, direct) = (p.a.url(), p.b.url(), p.shard.url());
+    let q = &data[2];
+    query(&b, "docs", q);
+    assert_eq!(query(&b, "docs", q).1.as_deref(), Some("l1"));
+    for i in 0..10u64 {
+        let (writer, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        query(other, "docs", q);
+        let nearest: Vec<f32> = q.iter().map(|x| x * (20.0 + i as f32)).collect();
+        upsert(writer, "docs", 20_000 + i, &nearest);
+        let truth = ranking(&query(&direct, "docs", q).0);
+        // The other router's very next read, with no wait for any message.
+        assert_eq!(ranking(&query(other, "docs", q).0), truth, "write {i}");
+    }
 }
