@@ -9,9 +9,11 @@
 //! backend search (single-flight); only complete answers (200, no missing shard) are cached.
 
 mod l2;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use crate::config::{CacheConfig, CacheMode, Strict};
 use crate::gateway::Reply;
 
 pub use l2::Redis;
+use warm::{Hot, Recorded};
 
 /// What the cache did for one request (the `x-vecgate-cache` header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +77,10 @@ pub struct CacheMetrics {
     pub l2_breaker_open: IntGauge,
     /// Generation bumps heard from other routers.
     pub remote_invalidations: IntCounter,
+    /// Warm-ups run, by trigger (`start`, `reload`).
+    pub warmups: IntCounterVec,
+    /// Requests replayed by warm-ups.
+    pub warmed: IntCounter,
 }
 
 impl CacheMetrics {
@@ -115,6 +122,12 @@ impl CacheMetrics {
                 "remote_invalidations_total",
                 "Generation bumps heard from other routers through Redis",
             )?,
+            warmups: r.counters(
+                "warmups_total",
+                "Warm-ups of hot queries run, by trigger (start, reload)",
+                &["trigger"],
+            )?,
+            warmed: r.counter("warmed_total", "Requests replayed by warm-ups")?,
         })
     }
 }
@@ -177,6 +190,10 @@ pub struct Cache {
     generations: Arc<Generations>,
     flights: Mutex<HashMap<u128, Flight>>,
     metrics: Arc<CacheMetrics>,
+    /// Hot-query counts, when warm-up is on.
+    hot: Option<Hot>,
+    /// Where the counts are kept without Redis.
+    hot_file: PathBuf,
 }
 
 /// Bytes an L1 entry costs beyond its body (key, moka's bookkeeping).
@@ -184,8 +201,13 @@ const ENTRY_OVERHEAD: usize = 96;
 
 impl Cache {
     /// A cache as `config` describes it; connects to Redis in the background when it names
-    /// one (vecgate starts and serves while Redis is down). Call within a tokio runtime.
-    pub fn new(config: CacheConfig, metrics: Arc<CacheMetrics>) -> anyhow::Result<Cache> {
+    /// one (vecgate starts and serves while Redis is down). Without Redis, hot-query counts
+    /// are kept under `data_dir`. Call within a tokio runtime.
+    pub fn new(
+        config: CacheConfig,
+        metrics: Arc<CacheMetrics>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Cache> {
         let evicted = metrics.clone();
         let mut l1 = moka::future::Cache::builder()
             .max_capacity(config.l1_max_bytes)
@@ -215,14 +237,82 @@ impl Cache {
             )?),
             None => None,
         };
+        let hot_file = warm::file_in(data_dir);
+        let hot = (config.warm_top_n > 0).then(|| {
+            let hot = Hot::new(config.warm_top_n.saturating_mul(4));
+            if l2.is_none() {
+                hot.merge(warm::read_file(&hot_file));
+            }
+            hot
+        });
         Ok(Cache {
             l1: l1.build(),
             l2,
             generations,
             flights: Mutex::default(),
             metrics,
+            hot,
+            hot_file,
             config,
         })
+    }
+
+    /// Counts one answered cacheable request towards the hot ones.
+    pub fn record(&self, method: &str, path: &str, query: Option<&str>, body: &[u8]) {
+        let Some(hot) = &self.hot else { return };
+        let Ok(text) = std::str::from_utf8(body) else {
+            return;
+        };
+        hot.record(warm::identify(method, path, query, body), || Recorded {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.map(str::to_string),
+            body: text.to_string(),
+        });
+    }
+
+    /// Keeps the hot-query counts: added to Redis, or written to the file.
+    pub async fn flush_hot(&self) {
+        let Some(hot) = &self.hot else { return };
+        match &self.l2 {
+            Some(redis) => {
+                redis
+                    .add_hot(
+                        hot.take_unflushed(),
+                        self.config.warm_top_n.saturating_mul(4),
+                    )
+                    .await
+            }
+            None => {
+                let (path, counts) = (self.hot_file.clone(), hot.all());
+                let written =
+                    tokio::task::spawn_blocking(move || warm::write_file(&path, &counts)).await;
+                let failed = match written {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(file = %self.hot_file.display(), error = failed, "cannot keep hot-query counts");
+            }
+        }
+    }
+
+    /// The `warm_top_n` most asked requests: from Redis when there is one (every router's
+    /// demand), else this router's own counts.
+    pub async fn hottest(&self) -> Vec<Recorded> {
+        let n = self.config.warm_top_n;
+        if self.hot.is_none() || n == 0 {
+            return Vec::new();
+        }
+        match &self.l2 {
+            Some(redis) => redis.top_hot(n).await.into_iter().map(|(_, r)| r).collect(),
+            None => self.hot.as_ref().map_or_else(Vec::new, |h| h.top(n)),
+        }
+    }
+
+    /// The cache's metrics.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
     }
 
     /// The config the cache was built from.
@@ -402,8 +492,9 @@ impl Cache {
             .inc();
     }
 
-    /// Stops the Redis connections.
+    /// Keeps the hot-query counts and stops the Redis connections.
     pub async fn close(&self) {
+        self.flush_hot().await;
         if let Some(redis) = &self.l2 {
             redis.close().await;
         }

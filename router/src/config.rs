@@ -110,6 +110,11 @@ pub struct CacheConfig {
     pub max_entry_bytes: usize,
     /// How fresh a hit must be across routers sharing Redis.
     pub strict: Strict,
+    /// How many of the most asked requests are replayed on start and after a reload; 0 = no
+    /// counting and no warm-up.
+    pub warm_top_n: usize,
+    /// Requests per second a warm-up replays at most.
+    pub warm_rate: u32,
 }
 
 /// How fresh a cache hit is across routers sharing Redis.
@@ -137,6 +142,8 @@ impl Default for CacheConfig {
             redis_pool: 4,
             max_entry_bytes: 1 << 20,
             strict: Strict::Router,
+            warm_top_n: 1000,
+            warm_rate: 200,
         }
     }
 }
@@ -373,6 +380,18 @@ impl Config {
                         "must be between 1 and 60000, got {}",
                         cache.redis_timeout_ms
                     ),
+                ));
+            }
+            if !(1..=100_000).contains(&cache.warm_rate) {
+                out.push((
+                    "cache.warm_rate".into(),
+                    format!("must be between 1 and 100000, got {}", cache.warm_rate),
+                ));
+            }
+            if cache.warm_top_n > 1_000_000 {
+                out.push((
+                    "cache.warm_top_n".into(),
+                    format!("must be at most 1000000, got {}", cache.warm_top_n),
                 ));
             }
             if !(1..=256).contains(&cache.redis_pool) {

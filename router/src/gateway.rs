@@ -56,6 +56,8 @@ pub struct Call {
     pub body: Bytes,
     /// `x-vecgate-region`, if sent.
     pub region: Option<String>,
+    /// A cache warm-up's replay: not counted as demand.
+    pub warming: bool,
 }
 
 /// The router's answer.
@@ -307,11 +309,21 @@ impl Gateway {
             return self.finish(ctx.answer(route, &call, started).await, template, started);
         };
         let key = match route.cache_key() {
-            Some(canonical) => Some(
-                cache
-                    .key(&route.collection, topo.placement(), template, canonical)
-                    .await,
-            ),
+            Some(canonical) => {
+                if !call.warming {
+                    cache.record(
+                        call.method.as_str(),
+                        &call.path,
+                        call.query.as_deref(),
+                        &call.body,
+                    );
+                }
+                Some(
+                    cache
+                        .key(&route.collection, topo.placement(), template, canonical)
+                        .await,
+                )
+            }
             None => None,
         };
         let collection = route.collection.clone();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
-use vecgate::cache::{Cache, CacheMetrics};
+use vecgate::cache::{warm, Cache, CacheMetrics};
 use vecgate::config::{self, Config};
 use vecgate::gateway::Gateway;
 use vecgate::listener::{bind, serve, Http, InFlight, Workers, DRAIN};
@@ -127,7 +127,11 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
                 redis = %c.redis_url.as_deref().map_or("(none)".into(), config::redact_url),
                 "result cache on"
             );
-            Some(Cache::new(c, Arc::new(CacheMetrics::new(&registry)?))?)
+            Some(Cache::new(
+                c,
+                Arc::new(CacheMetrics::new(&registry)?),
+                &topology.config.server.data_dir,
+            )?)
         }
         None => None,
     };
@@ -169,6 +173,8 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     println!("listening on {api_at}");
     println!("listening on {admin_at}");
     std::io::stdout().flush()?;
+    tokio::spawn(warm::warm(gateway.clone(), "start"));
+    tokio::spawn(warm::keep_counts(gateway.clone(), shutdown.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -57,7 +57,10 @@ pub async fn reload(gateway: &Arc<Gateway>, metrics: &RouterMetrics, path: &Path
     };
     metrics.reloads.with_label_values(&[outcome.label()]).inc();
     match &outcome {
-        ReloadOutcome::Applied => tracing::info!(file = %path.display(), "config reloaded"),
+        ReloadOutcome::Applied => {
+            tracing::info!(file = %path.display(), "config reloaded");
+            tokio::spawn(crate::cache::warm::warm(gateway.clone(), "reload"));
+        }
         ReloadOutcome::Rejected(e) => {
             tracing::error!(error = %e, "config rejected; the running config stays")
         }

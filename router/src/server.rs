@@ -104,6 +104,7 @@ impl Handler for ApiApp {
                 query,
                 body,
                 region,
+                warming: false,
             })
             .await;
         let status =

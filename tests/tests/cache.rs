@@ -405,7 +405,12 @@ fn a_reload_that_changes_the_shard_set_drops_cached_answers_and_cache_changes_ne
     let dir = tempfile::tempdir().unwrap();
     let s0 = shardd(&dir.path().join("s0"), &[]);
     let s1 = shardd(&dir.path().join("s1"), &[]);
-    let cfg = config(dir.path(), "router", &[s0.url()], "[cache]\n");
+    let cfg = config(
+        dir.path(),
+        "router",
+        &[s0.url()],
+        "[cache]\nwarm_top_n = 0\n",
+    );
     let router = vecgate(&cfg);
     let data = random_vectors(100, DIM, 3);
     setup(&router.url(), &data);
@@ -424,12 +429,17 @@ fn a_reload_that_changes_the_shard_set_drops_cached_answers_and_cache_changes_ne
         dir.path(),
         "router",
         &[s0.url()],
-        "[cache]\n\n[routing]\ntimeout_ms = 3000\n",
+        "[cache]\nwarm_top_n = 0\n\n[routing]\ntimeout_ms = 3000\n",
     );
     assert_eq!(reload().0, 200);
     assert_eq!(query(&router.url(), "docs", q).1.as_deref(), Some("l1"));
 
-    config(dir.path(), "router", &[s0.url(), s1.url()], "[cache]\n");
+    config(
+        dir.path(),
+        "router",
+        &[s0.url(), s1.url()],
+        "[cache]\nwarm_top_n = 0\n",
+    );
     assert_eq!(reload().0, 200);
     assert_eq!(query(&router.url(), "docs", q).1.as_deref(), Some("miss"));
     assert_eq!(
@@ -445,7 +455,7 @@ fn a_reload_that_changes_the_shard_set_drops_cached_answers_and_cache_changes_ne
         dir.path(),
         "router",
         &[s0.url(), s1.url()],
-        "[cache]\nttl_s = 5\n",
+        "[cache]\nwarm_top_n = 0\nttl_s = 5\n",
     );
     let (status, body, _) = reload();
     assert_eq!(status, 409, "{body}");
@@ -476,4 +486,97 @@ fn strict_global_serves_no_router_an_answer_older_than_any_acknowledged_write() 
         // The other router's very next read, with no wait for any message.
         assert_eq!(ranking(&query(other, "docs", q).0), truth, "write {i}");
     }
+}
+
+fn wait_for_ready(router: &Process) {
+    e2e::wait_for(
+        &format!("{}/healthz", router.url()),
+        Duration::from_secs(30),
+    );
+}
+
+/// Of `queries`, the share `url` answers from its cache (`l1` or `l2`).
+fn hit_ratio(url: &str, queries: &[Vec<f32>]) -> f64 {
+    let hits = queries
+        .iter()
+        .filter(|q| matches!(query(url, "docs", q).1.as_deref(), Some("l1") | Some("l2")))
+        .count();
+    hits as f64 / queries.len() as f64
+}
+
+/// Waits (up to 20 s) until `router`'s warm-up replayed `n` requests.
+fn wait_warmed(router: &Process, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&admin(router), "vecgate_cache_warmed_total", &[]) < n {
+        assert!(
+            Instant::now() < deadline,
+            "warm-up did not replay {n} requests"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_restarted_router_answers_its_hot_queries_from_a_warm_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let warm_cfg = config(dir.path(), "router", &[], "[cache]\nwarm_top_n = 20\n");
+    let mut router = vecgate(&warm_cfg);
+    let data = random_vectors(300, DIM, 21);
+    setup(&router.url(), &data);
+    let hot: Vec<Vec<f32>> = data[..20].to_vec();
+    for _ in 0..3 {
+        for q in &hot {
+            query(&router.url(), "docs", q);
+        }
+    }
+    // A query asked once is not among the 20 hottest.
+    query(&router.url(), "docs", &data[100]);
+    assert!(router.terminate());
+
+    let router = vecgate(&warm_cfg);
+    wait_warmed(&router, 20.0);
+    let warm = hit_ratio(&router.url(), &hot);
+    assert_eq!(
+        query(&router.url(), "docs", &data[100]).1.as_deref(),
+        Some("miss")
+    );
+    // A reload warms too.
+    let (status, _, _) = call_cached("POST", &format!("{}/admin/reload", admin(&router)), b"");
+    assert_eq!(status, 200);
+    wait_warmed(&router, 40.0);
+    let mut router = router;
+    assert!(router.terminate());
+
+    let cold_cfg = config(dir.path(), "router", &[], "[cache]\nwarm_top_n = 0\n");
+    let router = vecgate(&cold_cfg);
+    let cold = hit_ratio(&router.url(), &hot);
+    eprintln!("hit ratio of the 20 hot queries right after a restart: warm {warm}, cold {cold}");
+    assert_eq!((warm, cold), (1.0, 0.0));
+}
+
+#[test]
+fn a_new_router_warms_from_the_demand_other_routers_counted_in_redis() {
+    let mut p = pair("warm_top_n = 10\n");
+    let data = random_vectors(200, DIM, 17);
+    setup(&p.a.url(), &data);
+    let hot: Vec<Vec<f32>> = data[..10].to_vec();
+    for _ in 0..2 {
+        for q in &hot {
+            query(&p.a.url(), "docs", q);
+        }
+    }
+    assert!(p.a.terminate());
+    // A router that never served these queries starts.
+    p.b.restart();
+    wait_for_ready(&p.b);
+    wait_warmed(&p.b, 10.0);
+    assert_eq!(hit_ratio(&p.b.url(), &hot), 1.0);
+    assert_eq!(
+        metric(
+            &admin(&p.b),
+            "vecgate_cache_warmups_total",
+            &["trigger=\"start\""]
+        ),
+        1.0
+    );
 }

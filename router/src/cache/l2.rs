@@ -15,6 +15,7 @@ use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
+use super::warm::{id_of, Recorded};
 use super::{CacheMetrics, Generations};
 use crate::config::{redact_url, CacheConfig};
 
@@ -29,6 +30,36 @@ local text = string.format('%d', t) \
 redis.call('SET', KEYS[1], text) \
 redis.call('PUBLISH', ARGV[2], text .. ' ' .. ARGV[3]) \
 return t";
+
+/// Adds hot-query counts (ARGV: the most to keep, then id, count, request triples) and drops
+/// the least asked past the limit, with their requests.
+const ADD_HOT: &str = "local keep = tonumber(ARGV[1]) \
+for i = 2, #ARGV, 3 do \
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i]) \
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2]) \
+end \
+local gone = redis.call('ZRANGE', KEYS[1], 0, -(keep + 1)) \
+if #gone > 0 then \
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1)) \
+  redis.call('HDEL', KEYS[2], unpack(gone)) \
+end \
+return #gone";
+
+/// The `ARGV[1]` most asked requests, as count, request pairs.
+const TOP_HOT: &str =
+    "local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES') \
+local out = {} \
+for i = 1, #ids, 2 do \
+  local r = redis.call('HGET', KEYS[2], ids[i]) \
+  if r then \
+    table.insert(out, ids[i + 1]) \
+    table.insert(out, r) \
+  end \
+end \
+return out";
+
+/// Hot-query counts and the requests they count (one hash slot, for Redis Cluster).
+const HOT_KEYS: [&str; 2] = ["{vecgate}:hot", "{vecgate}:hotreq"];
 
 /// The pub/sub channel of generation bumps.
 const CHANNEL: &str = "vecgate:generations";
@@ -156,6 +187,41 @@ impl Redis {
             ],
         );
         self.call("bump", bump).await
+    }
+
+    /// Adds `counts` to the hot-query counts kept in Redis, which keeps the `keep` most asked.
+    pub(crate) async fn add_hot(&self, counts: Vec<(u64, Recorded)>, keep: usize) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut args = vec![keep.to_string()];
+        for (n, request) in counts {
+            args.push(format!("{:032x}", id_of(&request)));
+            args.push(n.to_string());
+            args.push(serde_json::to_string(&request).unwrap_or_default());
+        }
+        let add = self
+            .pool
+            .next()
+            .eval::<u64, _, _, _>(ADD_HOT, HOT_KEYS.to_vec(), args);
+        self.call("hot", add).await;
+    }
+
+    /// The `n` most asked requests kept in Redis, with their counts.
+    pub(crate) async fn top_hot(&self, n: usize) -> Vec<(u64, Recorded)> {
+        let top = self.pool.next().eval::<Vec<String>, _, _, _>(
+            TOP_HOT,
+            HOT_KEYS.to_vec(),
+            vec![n.to_string()],
+        );
+        let flat = self.call("hot", top).await.unwrap_or_default();
+        flat.chunks(2)
+            .filter_map(|pair| {
+                let count = pair.first()?.parse::<f64>().ok()? as u64;
+                let request = serde_json::from_str(pair.get(1)?).ok()?;
+                Some((count, request))
+            })
+            .collect()
     }
 
     /// Closes the connections.
