@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bench;
 pub mod fixture;
 
 /// The workspace's target directory for the profile the tests were built with.
