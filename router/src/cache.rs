@@ -9,6 +9,7 @@
 //! backend search (single-flight); only complete answers (200, no missing shard) are cached.
 
 mod l2;
+pub mod precise;
 pub mod warm;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::config::{CacheConfig, CacheMode, Strict};
 use crate::gateway::Reply;
 
 pub use l2::Redis;
+use precise::{Asked, Check, Logs, Written};
 use warm::{Hot, Recorded};
 
 /// What the cache did for one request (the `x-vecgate-cache` header).
@@ -135,9 +137,9 @@ impl CacheMetrics {
 /// A collection's generation: the Redis counter (`shared`, 0 without Redis) and the bumps
 /// made while Redis could not be told (`local`). Every write changes one of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Generation {
+pub(crate) struct Generation {
     shared: u64,
-    local: u64,
+    pub(crate) local: u64,
     /// `shared` was read from Redis (or set by a bump it answered) since the last (re)connect.
     known: bool,
 }
@@ -151,7 +153,7 @@ impl Generations {
         self.0.lock().get(collection).copied().unwrap_or_default()
     }
 
-    fn update(&self, collection: &str, f: impl FnOnce(&mut Generation)) {
+    pub(crate) fn update(&self, collection: &str, f: impl FnOnce(&mut Generation)) {
         f(self.0.lock().entry(collection.to_string()).or_default())
     }
 
@@ -179,13 +181,29 @@ impl Generations {
     }
 }
 
-/// An answer shared with the requests that waited for it.
-type Flight = watch::Receiver<Option<Reply>>;
+/// An answer shared with the requests that waited for it, and the write log's sequence number
+/// when its search began (a request arriving after a later write must not wait for it).
+type Flight = (watch::Receiver<Option<Reply>>, u64);
+
+/// A cached answer; answers of precise collections carry what checks them against writes.
+pub struct Entry {
+    body: Bytes,
+    check: Option<Check>,
+}
+
+/// How a precise collection's answer is cached: its collection, and what its search asked
+/// (when a validator can check it).
+pub struct PreciseRead<'a> {
+    /// The collection.
+    pub collection: &'a str,
+    /// What the search asked; with its answer, the answer's validator.
+    pub asked: Option<Asked>,
+}
 
 /// The result cache.
 pub struct Cache {
     config: CacheConfig,
-    l1: moka::future::Cache<u128, Bytes>,
+    l1: moka::future::Cache<u128, Arc<Entry>>,
     l2: Option<Redis>,
     generations: Arc<Generations>,
     flights: Mutex<HashMap<u128, Flight>>,
@@ -194,6 +212,8 @@ pub struct Cache {
     hot: Option<Hot>,
     /// Where the counts are kept without Redis.
     hot_file: PathBuf,
+    /// Precise collections' writes.
+    logs: Arc<Logs>,
 }
 
 /// Bytes an L1 entry costs beyond its body (key, moka's bookkeeping).
@@ -211,8 +231,8 @@ impl Cache {
         let evicted = metrics.clone();
         let mut l1 = moka::future::Cache::builder()
             .max_capacity(config.l1_max_bytes)
-            .weigher(|_, body: &Bytes| {
-                u32::try_from(body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            .weigher(|_, entry: &Arc<Entry>| {
+                u32::try_from(entry.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .time_to_live(Duration::from_secs(config.ttl_s))
             .eviction_listener(move |_, _, cause| {
@@ -228,11 +248,13 @@ impl Cache {
             l1 = l1.time_to_idle(Duration::from_secs(config.tti_s));
         }
         let generations = Arc::new(Generations::default());
+        let logs = Arc::new(Logs::default());
         let l2 = match &config.redis_url {
             Some(url) => Some(Redis::connect(
                 url,
                 &config,
                 generations.clone(),
+                logs.clone(),
                 metrics.clone(),
             )?),
             None => None,
@@ -253,6 +275,7 @@ impl Cache {
             metrics,
             hot,
             hot_file,
+            logs,
             config,
         })
     }
@@ -360,23 +383,44 @@ impl Cache {
     }
 
     /// The answer for `key`: from L1, from Redis, from the same request already running, or
-    /// from `search`, whose complete answers are stored in both tiers.
-    pub async fn serve<F>(&self, key: u128, search: F) -> (Reply, Outcome)
+    /// from `search`, whose complete answers are stored in both tiers. Answers of a precise
+    /// collection (`precise`) stay in L1 only and are checked against the writes since their
+    /// search on every hit.
+    pub async fn serve<F>(
+        &self,
+        key: u128,
+        precise: Option<PreciseRead<'_>>,
+        search: F,
+    ) -> (Reply, Outcome)
     where
         F: std::future::Future<Output = Reply>,
     {
-        if let Some(body) = self.l1.get(&key).await {
-            self.looked_up("l1", "hit");
-            return (Reply::cached(body), Outcome::L1);
+        let seen = self.logs.seen();
+        if let Some(entry) = self.l1.get(&key).await {
+            let valid = match (&entry.check, &precise) {
+                (Some(check), Some(p)) => self.logs.still_valid(p.collection, check),
+                _ => true,
+            };
+            if valid {
+                self.looked_up("l1", "hit");
+                return (Reply::cached(entry.body.clone()), Outcome::L1);
+            }
+            self.l1.invalidate(&key).await;
+            self.metrics
+                .invalidations
+                .with_label_values(&["precise"])
+                .inc();
         }
         self.looked_up("l1", "miss");
         let (done, waiting) = {
             let mut flights = self.flights.lock();
             match flights.get(&key) {
-                Some(flight) => (None, Some(flight.clone())),
-                None => {
+                Some((flight, began)) if precise.is_none() || *began == seen => {
+                    (None, Some(flight.clone()))
+                }
+                _ => {
                     let (done, flight) = watch::channel(None);
-                    flights.insert(key, flight);
+                    flights.insert(key, (flight, seen));
                     (Some(done), None)
                 }
             }
@@ -393,11 +437,16 @@ impl Cache {
         }
         let done = done.expect("one of the two is set");
         let _landed = Landed { cache: self, key };
-        if let Some(redis) = &self.l2 {
+        let l2 = self.l2.as_ref().filter(|_| precise.is_none());
+        if let Some(redis) = l2 {
             match redis.get(key).await {
                 Some(body) => {
                     self.looked_up("l2", "hit");
-                    self.l1.insert(key, body.clone()).await;
+                    let entry = Entry {
+                        body: body.clone(),
+                        check: None,
+                    };
+                    self.l1.insert(key, Arc::new(entry)).await;
                     let reply = Reply::cached(body);
                     let _ = done.send(Some(reply.clone()));
                     return (reply, Outcome::L2);
@@ -407,8 +456,14 @@ impl Cache {
         }
         let reply = search.await;
         if reply.is_cacheable(self.config.max_entry_bytes) {
-            self.l1.insert(key, reply.body.clone()).await;
-            if let Some(redis) = &self.l2 {
+            let check =
+                precise.map(|p| Check::new(p.asked.and_then(|a| a.validator(&reply.body)), seen));
+            let entry = Entry {
+                body: reply.body.clone(),
+                check,
+            };
+            self.l1.insert(key, Arc::new(entry)).await;
+            if let Some(redis) = l2 {
                 redis.set(key, reply.body.clone());
             }
         }
@@ -437,15 +492,30 @@ impl Cache {
     /// A write to `collection` was answered (or failed part way): no answer cached before it
     /// may be served after it. Returns once this router's keys for the collection changed,
     /// and Redis was told (or could not be, within its deadline).
-    pub async fn written(&self, collection: &str, mode: CacheMode) {
-        if mode == CacheMode::TtlOnly {
-            return;
+    /// In a precise collection, `write` says what the write did: logged (and sent to the
+    /// routers sharing Redis), it drops only the answers it could change.
+    pub async fn written(&self, collection: &str, mode: CacheMode, write: Option<Written>) {
+        match (mode, write) {
+            (CacheMode::TtlOnly | CacheMode::Off, _) => {}
+            (CacheMode::Precise, Some(w)) if !matches!(w, Written::Unknown) => {
+                let told = match &self.l2 {
+                    Some(redis) => redis.tell_written(collection, &w).await,
+                    None => true,
+                };
+                self.logs.log(collection, w);
+                if !told {
+                    // The other routers cannot check their answers: drop them all.
+                    self.bump(collection).await;
+                }
+            }
+            _ => {
+                self.bump(collection).await;
+                self.metrics
+                    .invalidations
+                    .with_label_values(&["generation"])
+                    .inc();
+            }
         }
-        self.bump(collection).await;
-        self.metrics
-            .invalidations
-            .with_label_values(&["generation"])
-            .inc();
     }
 
     async fn bump(&self, collection: &str) {

@@ -171,6 +171,9 @@ pub enum CacheMode {
     /// Every write drops every cached answer of the collection, on every router sharing Redis.
     #[default]
     Generation,
+    /// A write drops only the answers it could change (a written or deleted id among their
+    /// points, or a written point that would enter them); answers stay in L1 only.
+    Precise,
     /// Writes drop nothing; answers live until `ttl_s` (for collections that accept staleness).
     TtlOnly,
     /// The collection's answers are not cached.
@@ -407,6 +410,18 @@ impl Config {
                         format!("`{}` is not a Redis URL: {e}", redact_url(url)),
                     ));
                 }
+            }
+        }
+        let global = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.strict == Strict::Global);
+        for (name, c) in &self.collections {
+            if c.cache.mode == CacheMode::Precise && global {
+                out.push((
+                    format!("collections.{name}.cache.mode"),
+                    "`precise` needs cache.strict = \"router\" (its writes reach other routers by message)".into(),
+                ));
             }
         }
         let mut names = HashSet::new();

@@ -33,7 +33,8 @@ use shardd::query::{run, run_groups};
 use tokio::time::Instant;
 
 use crate::balance::Replica;
-use crate::cache::{Cache, Outcome};
+use crate::cache::precise::{self, Asked};
+use crate::cache::{Cache, Outcome, PreciseRead};
 use crate::config::{CacheMode, Config, ReadPolicy};
 use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::metrics::RouterMetrics;
@@ -327,6 +328,21 @@ impl Gateway {
             None => None,
         };
         let collection = route.collection.clone();
+        let precise = mode == CacheMode::Precise;
+        let written = if precise {
+            precise::Written::of(&route)
+        } else {
+            None
+        };
+        let asked = match (precise, key) {
+            (true, Some(_)) => match ctx.schema(&collection).await {
+                Ok(schema) => {
+                    Asked::of(&route, |name| schema.vectors.get(name).map(|v| v.distance))
+                }
+                Err(_) => None,
+            },
+            _ => None,
+        };
         let search = async {
             let answered = match forward_to {
                 Some(only) => ctx.forward(only, &collection, &call).await,
@@ -336,7 +352,11 @@ impl Gateway {
         };
         match key {
             Some(key) => {
-                let (mut reply, outcome) = cache.serve(key, search).await;
+                let precise = precise.then_some(PreciseRead {
+                    collection: &collection,
+                    asked,
+                });
+                let (mut reply, outcome) = cache.serve(key, precise, search).await;
                 reply.route = template;
                 reply.cache = Some(outcome);
                 reply
@@ -344,7 +364,7 @@ impl Gateway {
             None => {
                 let reply = search.await;
                 if !endpoint.is_read() {
-                    cache.written(&collection, mode).await;
+                    cache.written(&collection, mode, written).await;
                 }
                 reply
             }

@@ -2,8 +2,8 @@
 //! throughput against nginx answering a fixed body of the same size (`return 200`); L1-hit,
 //! L2-hit and miss latency against no cache; a Zipf-distributed mix (s = 1.1 over 10,000
 //! distinct queries) with and without the cache; and the same mix with one write per 100
-//! queries, invalidating by generation against a `ttl_only` collection (the bound no
-//! invalidation can beat).
+//! queries, invalidating by generation, write-aware (`precise`), and not at all (`ttl_only`,
+//! the bound no invalidation can beat).
 //! Run: `bench/cache.sh` (installs nginx, wrk and redis-server when missing); see BENCHMARKS.md.
 //!
 //! Knobs (environment): BENCH_N (20000 points), BENCH_DIM (64), BENCH_SECONDS (8 per wrk run),
@@ -141,6 +141,12 @@ fn main() {
     };
     let cached = router("vecgate", dir.path(), "cached", &cache(""));
     let l2_only = router("vecgate", dir.path(), "l2", &cache("l1_max_bytes = 1"));
+    let precise = router(
+        "vecgate",
+        dir.path(),
+        "precise",
+        &cache("\n[collections.bench.cache]\nmode = \"precise\""),
+    );
     let stale = router(
         "vecgate",
         dir.path(),
@@ -221,14 +227,21 @@ fn main() {
             "1 per 100",
         ),
         (
+            "cache, precise (write-aware)",
+            &precise,
+            &writes,
+            "1 per 100",
+        ),
+        (
             "cache, ttl_only (no invalidation)",
             &stale,
             &writes,
             "1 per 100",
         ),
     ] {
-        purge(&cached);
-        purge(&stale);
+        for r in [&cached, &precise, &stale] {
+            purge(r);
+        }
         let (run, ratio) = if std::ptr::eq(router, &uncached) {
             let run = wrk(&router.url(), &[router.pid().expect("running")], script, &k);
             (run, "-".to_string())

@@ -580,3 +580,106 @@ fn a_new_router_warms_from_the_demand_other_routers_counted_in_redis() {
         1.0
     );
 }
+
+#[test]
+fn precise_answers_equal_uncached_ones_under_a_write_stream_and_outlive_writes_that_miss_them() {
+    use rand::{Rng, SeedableRng};
+    let p = pair("\n[collections.docs.cache]\nmode = \"precise\"\n");
+    let data = random_vectors(300, DIM, 23);
+    setup(&p.a.url(), &data);
+    let (a, b, direct) = (p.a.url(), p.b.url(), p.shard.url());
+    // Searches with and without a filter (the shard scans 300 points exactly, so a fresh
+    // answer is the one exact answer).
+    let bodies: Vec<Vec<u8>> = data[..8]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let mut body = json!({"query": q, "limit": 5, "with_payload": true});
+            if i % 2 == 1 {
+                body["filter"] = json!({"must": [{"key": "group", "match": {"value": "g1"}}]});
+            }
+            serde_json::to_vec(&body).unwrap()
+        })
+        .collect();
+    let path = "/collections/docs/points/query";
+    let ask = |url: &str, body: &[u8]| {
+        let (result, cache) = post(url, path, body);
+        (ranking(&result), cache)
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let (mut kept, mut asked_after_writes) = (0, 0);
+    for i in 0..24u64 {
+        let (writer, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        for body in &bodies {
+            ask(writer, body);
+            ask(other, body);
+        }
+        let id = 50_000 + i;
+        match i % 4 {
+            // A point near one of the queries, in group g1: it enters answers.
+            0 => {
+                let q = &data[rng.random_range(0..8)];
+                let v: Vec<f32> = q.iter().map(|x| x * 3.0).collect();
+                ok(
+                    "PUT",
+                    &format!("{writer}/collections/docs/points?wait=true"),
+                    Some(&json!({"points": [{"id": id, "vector": v, "payload": {"group": "g1"}}]})),
+                );
+            }
+            // Tiny points: they enter no full answer.
+            1 | 2 => {
+                let v: Vec<f32> = (0..DIM)
+                    .map(|_| rng.random_range(-0.001f32..0.001))
+                    .collect();
+                ok(
+                    "PUT",
+                    &format!("{writer}/collections/docs/points?wait=true"),
+                    Some(&json!({"points": [{"id": id, "vector": v, "payload": {"group": "g5"}}]})),
+                );
+            }
+            // Delete the best point of one answer.
+            _ => {
+                let body = &bodies[rng.random_range(0..8)];
+                let best = ask(&direct, body).0[0].0.clone();
+                ok(
+                    "POST",
+                    &format!("{writer}/collections/docs/points/delete?wait=true"),
+                    Some(&json!({"points": [best]})),
+                );
+            }
+        }
+        for body in &bodies {
+            let truth = ask(&direct, body).0;
+            let (got, cache) = ask(writer, body);
+            assert_eq!(
+                got, truth,
+                "write {i}, on the router that took it ({cache:?})"
+            );
+            asked_after_writes += 1;
+            if cache.as_deref() == Some("l1") {
+                kept += 1;
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while ask(other, body).0 != truth {
+                assert!(
+                    Instant::now() < deadline,
+                    "write {i} never reached the other router"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    eprintln!("answers still served from L1 right after a write: {kept} of {asked_after_writes}");
+    // Tiny points miss every full answer: half the writes leave the answers standing.
+    assert!(
+        kept * 4 >= asked_after_writes,
+        "{kept} of {asked_after_writes}"
+    );
+    assert!(
+        metric(
+            &admin(&p.a),
+            "vecgate_cache_invalidations_total",
+            &["cause=\"precise\""]
+        ) >= 1.0
+    );
+}

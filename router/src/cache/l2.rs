@@ -15,6 +15,7 @@ use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
+use super::precise::{Logs, Written};
 use super::warm::{id_of, Recorded};
 use super::{CacheMetrics, Generations};
 use crate::config::{redact_url, CacheConfig};
@@ -63,6 +64,11 @@ const HOT_KEYS: [&str; 2] = ["{vecgate}:hot", "{vecgate}:hotreq"];
 
 /// The pub/sub channel of generation bumps.
 const CHANNEL: &str = "vecgate:generations";
+/// The pub/sub channel of precise collections' writes: `"{collection}\n{json}"`.
+const WRITES: &str = "vecgate:writes";
+/// A write described in more bytes than this is not sent; the collection's generation is
+/// bumped instead.
+const MAX_WRITE_MESSAGE: usize = 256 << 10;
 /// Failures in a row that open the breaker.
 const TRIP_AFTER: u32 = 3;
 /// How long the breaker stays open before one call tries Redis again.
@@ -84,6 +90,7 @@ impl Redis {
         url: &str,
         config: &CacheConfig,
         generations: Arc<Generations>,
+        logs: Arc<Logs>,
         metrics: Arc<CacheMetrics>,
     ) -> anyhow::Result<Redis> {
         let timeout = Duration::from_millis(config.redis_timeout_ms);
@@ -107,6 +114,7 @@ impl Redis {
             subscriber.clone(),
             pool.clone(),
             generations,
+            logs,
             breaker.clone(),
             metrics.clone(),
             timeout,
@@ -187,6 +195,22 @@ impl Redis {
             ],
         );
         self.call("bump", bump).await
+    }
+
+    /// Sends a precise collection's write to the other routers; `false` when it could not be
+    /// (too large, or Redis failing).
+    pub(crate) async fn tell_written(&self, collection: &str, write: &Written) -> bool {
+        let Ok(json) = serde_json::to_string(write) else {
+            return false;
+        };
+        if json.len() > MAX_WRITE_MESSAGE {
+            return false;
+        }
+        let publish = self
+            .pool
+            .next()
+            .publish::<(), _, _>(WRITES, format!("{collection}\n{json}"));
+        self.call("publish", publish).await.is_some()
     }
 
     /// Adds `counts` to the hot-query counts kept in Redis, which keeps the `keep` most asked.
@@ -273,6 +297,7 @@ async fn listen(
     subscriber: SubscriberClient,
     pool: Pool,
     generations: Arc<Generations>,
+    logs: Arc<Logs>,
     breaker: Arc<Breaker>,
     metrics: Arc<CacheMetrics>,
     timeout: Duration,
@@ -284,7 +309,7 @@ async fn listen(
             tokio::time::sleep(OPEN_FOR).await;
             continue;
         }
-        if let Err(e) = subscriber.subscribe(CHANNEL).await {
+        if let Err(e) = subscriber.subscribe(vec![CHANNEL, WRITES]).await {
             metrics.l2_errors.with_label_values(&["subscribe"]).inc();
             tracing::debug!(error = %e, "subscribing to cache invalidations failed; retrying");
             tokio::time::sleep(OPEN_FOR).await;
@@ -302,12 +327,14 @@ async fn listen(
                 message = messages.recv() => match message {
                     Ok(m) => {
                         let text = m.value.as_str().map(|s| s.to_string()).unwrap_or_default();
-                        if let Some((value, collection)) = text.split_once(' ') {
+                        if &*m.channel == WRITES {
+                            heard_write(&logs, &generations, &text);
+                        } else if let Some((value, collection)) = text.split_once(' ') {
                             if let Ok(v) = value.parse::<u64>() {
                                 generations.heard(collection, v);
-                                metrics.remote_invalidations.inc();
                             }
                         }
+                        metrics.remote_invalidations.inc();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         generations.forget_shared();
@@ -319,6 +346,21 @@ async fn listen(
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             }
+        }
+    }
+}
+
+/// Logs another router's write to a precise collection; one that cannot be read drops the
+/// collection's answers (its generation moves past anything cached).
+fn heard_write(logs: &Logs, generations: &Generations, text: &str) {
+    let Some((collection, json)) = text.split_once('\n') else {
+        return;
+    };
+    match serde_json::from_str::<Written>(json) {
+        Ok(write) => logs.log(collection, write),
+        Err(e) => {
+            tracing::warn!(collection, error = %e, "unreadable write from another router; dropping the collection's cached answers");
+            generations.update(collection, |g| g.local += 1);
         }
     }
 }
