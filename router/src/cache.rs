@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::{CacheConfig, CacheMode, Strict};
-use crate::gateway::Reply;
+use crate::gateway::{Call, Reply};
 
 pub use l2::Redis;
 use precise::{Asked, Check, Logs, Written};
@@ -204,6 +204,9 @@ pub struct PreciseRead<'a> {
 pub struct Cache {
     config: CacheConfig,
     l1: moka::future::Cache<u128, Arc<Entry>>,
+    /// The canonical key of requests by their exact bytes, so that a repeated request is found
+    /// without being parsed.
+    aliases: moka::future::Cache<u128, u128>,
     l2: Option<Redis>,
     generations: Arc<Generations>,
     flights: Mutex<HashMap<u128, Flight>>,
@@ -218,6 +221,8 @@ pub struct Cache {
 
 /// Bytes an L1 entry costs beyond its body (key, moka's bookkeeping).
 const ENTRY_OVERHEAD: usize = 96;
+/// One alias (a request's bytes to its canonical key) is kept per this many bytes of L1.
+const ALIAS_PER_BYTES: u64 = 1024;
 
 impl Cache {
     /// A cache as `config` describes it; connects to Redis in the background when it names
@@ -267,8 +272,13 @@ impl Cache {
             }
             hot
         });
+        let aliases = moka::future::Cache::builder()
+            .max_capacity((config.l1_max_bytes / ALIAS_PER_BYTES).max(1024))
+            .time_to_live(Duration::from_secs(config.ttl_s))
+            .build();
         Ok(Cache {
             l1: l1.build(),
+            aliases,
             l2,
             generations,
             flights: Mutex::default(),
@@ -281,17 +291,66 @@ impl Cache {
     }
 
     /// Counts one answered cacheable request towards the hot ones.
-    pub fn record(&self, method: &str, path: &str, query: Option<&str>, body: &[u8]) {
+    pub fn record(&self, call: &Call) {
         let Some(hot) = &self.hot else { return };
-        let Ok(text) = std::str::from_utf8(body) else {
+        let Ok(text) = std::str::from_utf8(&call.body) else {
             return;
         };
-        hot.record(warm::identify(method, path, query, body), || Recorded {
-            method: method.to_string(),
-            path: path.to_string(),
-            query: query.map(str::to_string),
-            body: text.to_string(),
-        });
+        let (method, query) = (call.method.as_str(), call.query.as_deref());
+        hot.record(
+            warm::identify(method, &call.path, query, &call.body),
+            || Recorded {
+                method: method.to_string(),
+                path: call.path.clone(),
+                query: query.map(str::to_string),
+                body: text.to_string(),
+            },
+        );
+    }
+
+    /// The key of a request's exact bytes on `collection` at its current generation, under
+    /// the shard set named by `placement`: a second, cheaper name for an answer already keyed
+    /// by its canonical form (see [`Cache::alias`]).
+    pub async fn bytes_key(&self, collection: &str, placement: u64, call: &Call) -> u128 {
+        let generation = self.generation(collection).await;
+        let mut h = Xxh3::new();
+        h.update(b"vecgate-bytes\0");
+        h.update(&placement.to_le_bytes());
+        h.update(&generation.shared.to_le_bytes());
+        h.update(&generation.local.to_le_bytes());
+        h.update(
+            &warm::identify(
+                call.method.as_str(),
+                &call.path,
+                call.query.as_deref(),
+                &call.body,
+            )
+            .to_le_bytes(),
+        );
+        h.digest128()
+    }
+
+    /// Remembers that the request whose bytes give `bytes_key` has the canonical `key`.
+    pub async fn alias(&self, bytes_key: u128, key: u128) {
+        self.aliases.insert(bytes_key, key).await;
+    }
+
+    /// The L1 answer for a request known by its bytes, when there is one still valid.
+    pub async fn by_bytes(
+        &self,
+        bytes_key: u128,
+        collection: &str,
+        precise: bool,
+    ) -> Option<Reply> {
+        let key = self.aliases.get(&bytes_key).await?;
+        let entry = self.l1.get(&key).await?;
+        if let (true, Some(check)) = (precise, &entry.check) {
+            if !self.logs.still_valid(collection, check) {
+                return None;
+            }
+        }
+        self.looked_up("l1", "hit");
+        Some(Reply::cached(entry.body.clone()))
     }
 
     /// Keeps the hot-query counts: added to Redis, or written to the file.

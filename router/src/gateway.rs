@@ -297,6 +297,25 @@ impl Gateway {
             let answered = ctx.forward(only, &params.collection, &call).await;
             return self.finish(answered, template, started);
         }
+        // A read whose exact bytes were answered before is found without parsing it.
+        let mut bytes_key = None;
+        if let (Some(cache), Some(mode)) = (&self.cache, mode) {
+            if endpoint.is_read() && !params.collection.is_empty() {
+                let raw = cache
+                    .bytes_key(&params.collection, topo.placement(), &call)
+                    .await;
+                let precise = mode == CacheMode::Precise;
+                if let Some(mut reply) = cache.by_bytes(raw, &params.collection, precise).await {
+                    if !call.warming {
+                        cache.record(&call);
+                    }
+                    reply.route = template;
+                    reply.cache = Some(Outcome::L1);
+                    return reply;
+                }
+                bytes_key = Some(raw);
+            }
+        }
         let route = match Route::<RawPayload>::parse_found(
             endpoint,
             params,
@@ -312,18 +331,15 @@ impl Gateway {
         let key = match route.cache_key() {
             Some(canonical) => {
                 if !call.warming {
-                    cache.record(
-                        call.method.as_str(),
-                        &call.path,
-                        call.query.as_deref(),
-                        &call.body,
-                    );
+                    cache.record(&call);
                 }
-                Some(
-                    cache
-                        .key(&route.collection, topo.placement(), template, canonical)
-                        .await,
-                )
+                let key = cache
+                    .key(&route.collection, topo.placement(), template, canonical)
+                    .await;
+                if let Some(raw) = bytes_key {
+                    cache.alias(raw, key).await;
+                }
+                Some(key)
             }
             None => None,
         };
