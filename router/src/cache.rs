@@ -344,7 +344,8 @@ impl Cache {
     ) -> Option<Reply> {
         let key = self.aliases.get(&bytes_key).await?;
         let entry = self.l1.get(&key).await?;
-        if let (true, Some(check)) = (precise, &entry.check) {
+        if precise {
+            let check = entry.check.as_ref()?;
             if !self.logs.still_valid(collection, check) {
                 return None;
             }
@@ -458,7 +459,9 @@ impl Cache {
         if let Some(entry) = self.l1.get(&key).await {
             let valid = match (&entry.check, &precise) {
                 (Some(check), Some(p)) => self.logs.still_valid(p.collection, check),
-                _ => true,
+                // Cached before a reload made the collection precise: nothing checks it.
+                (None, Some(_)) => false,
+                (_, None) => true,
             };
             if valid {
                 self.looked_up("l1", "hit");

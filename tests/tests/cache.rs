@@ -683,3 +683,28 @@ fn precise_answers_equal_uncached_ones_under_a_write_stream_and_outlive_writes_t
         ) >= 1.0
     );
 }
+
+#[test]
+fn answers_cached_before_a_reload_made_the_collection_precise_are_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "router", &[], "[cache]\nwarm_top_n = 0\n");
+    let router = vecgate(&cfg);
+    let url = router.url();
+    let data = random_vectors(100, DIM, 29);
+    setup(&url, &data);
+    let q = &data[4];
+    query(&url, "docs", q);
+    assert_eq!(query(&url, "docs", q).1.as_deref(), Some("l1"));
+    config(
+        dir.path(),
+        "router",
+        &[],
+        "[cache]\nwarm_top_n = 0\n\n[collections.docs.cache]\nmode = \"precise\"\n",
+    );
+    let (status, body, _) = call_cached("POST", &format!("{}/admin/reload", admin(&router)), b"");
+    assert_eq!(status, 200, "{body}");
+    let nearest: Vec<f32> = q.iter().map(|x| x * 10.0).collect();
+    upsert(&url, "docs", 777, &nearest);
+    let (after, cache) = query(&url, "docs", q);
+    assert_eq!(after["points"][0]["id"], json!(777), "{cache:?}: {after}");
+}
