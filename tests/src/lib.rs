@@ -545,17 +545,40 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    /// A plain server with these arguments added, or a Sentinel with its config file.
+    kind: RedisKind,
+    /// Where it runs (a Sentinel and a cluster node write their config there).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits (up to 10 s) until it answers `PING`.
     pub fn start() -> RedisServer {
+        Self::start_with(RedisKind::Server(Vec::new()), None)
+    }
+
+    fn start_with(kind: RedisKind, dir: Option<tempfile::TempDir>) -> RedisServer {
         let mut r = RedisServer {
             child: None,
             port: free_port(),
+            kind,
+            dir,
         };
         r.restart();
         r
+    }
+
+    /// A Sentinel watching `master` as `mymaster`; its URL for vecgate is
+    /// `redis-sentinel://127.0.0.1:PORT?sentinelServiceName=mymaster`.
+    pub fn sentinel(master: &RedisServer) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!("sentinel monitor mymaster 127.0.0.1 {} 1\n", master.port),
+        )
+        .expect("writing sentinel.conf");
+        Self::start_with(RedisKind::Sentinel(conf), Some(dir))
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -574,9 +597,19 @@ impl RedisServer {
     /// Starts it (again) on the same port, empty.
     pub fn restart(&mut self) {
         self.kill9();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        match &self.kind {
+            // A Sentinel takes its config file first.
+            RedisKind::Sentinel(conf) => command.arg(conf).arg("--sentinel"),
+            RedisKind::Server(extra) => command
+                .args(["--save", "", "--appendonly", "no"])
+                .args(extra),
+        };
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"]);
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir.path());
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -606,5 +639,83 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// What a [`RedisServer`] runs as.
+enum RedisKind {
+    /// A data server, with these arguments added.
+    Server(Vec<String>),
+    /// A Sentinel, with this config file.
+    Sentinel(PathBuf),
+}
+
+/// A three-node Redis Cluster on free ports of 127.0.0.1 (no replicas), all slots assigned.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled nodes and joins them with `redis-cli --cluster create`.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ]
+                .map(String::from)
+                .to_vec();
+                RedisServer::start_with(RedisKind::Server(extra), Some(dir))
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nodes.iter().all(|n| n.cluster_ok()) {
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis-cluster://` naming every node.
+    pub fn url(&self) -> String {
+        let rest: Vec<String> = self.nodes[1..]
+            .iter()
+            .map(|n| format!("node=127.0.0.1:{}", n.port))
+            .collect();
+        format!(
+            "redis-cluster://127.0.0.1:{}?{}",
+            self.nodes[0].port,
+            rest.join("&")
+        )
+    }
+}
+
+impl RedisServer {
+    fn cluster_ok(&self) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
     }
 }

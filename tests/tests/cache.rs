@@ -254,13 +254,16 @@ struct Pair {
 
 /// Two routers over one shardd sharing a Redis, with `extra` in their `[cache]`.
 fn pair(extra: &str) -> Pair {
-    let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
+    let url = redis.url();
+    pair_over(redis, &url, extra)
+}
+
+/// Two routers over one shardd sharing the Redis at `url` (kept running by `redis`).
+fn pair_over(redis: RedisServer, url: &str, extra: &str) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
     let shard = shardd(&dir.path().join("s0"), &[]);
-    let cache = format!(
-        "[cache]\nttl_s = 60\nredis_url = \"{}\"\n{extra}",
-        redis.url()
-    );
+    let cache = format!("[cache]\nttl_s = 60\nredis_url = \"{url}\"\n{extra}");
     let a = vecgate(&config(dir.path(), "a", &[shard.url()], &cache));
     let b = vecgate(&config(dir.path(), "b", &[shard.url()], &cache));
     Pair {
@@ -707,4 +710,56 @@ fn answers_cached_before_a_reload_made_the_collection_precise_are_not_trusted() 
     upsert(&url, "docs", 777, &nearest);
     let (after, cache) = query(&url, "docs", q);
     assert_eq!(after["points"][0]["id"], json!(777), "{cache:?}: {after}");
+}
+
+/// One router stores an answer in Redis, the other finds it there, and a write on either is
+/// seen by the other: the checks run over Sentinel and Cluster deployments.
+fn share_answers_and_writes(p: &Pair) {
+    let data = random_vectors(100, DIM, 31);
+    setup(&p.a.url(), &data);
+    // Each try asks a query neither router has seen; the store into Redis runs in the
+    // background, so the second router asks a moment later.
+    let l2 = (0..50).any(|i| {
+        let q = &data[i];
+        assert_eq!(query(&p.a.url(), "docs", q).1.as_deref(), Some("miss"));
+        std::thread::sleep(Duration::from_millis(100));
+        query(&p.b.url(), "docs", q).1.as_deref() == Some("l2")
+    });
+    assert!(l2, "no L2 hit on the second router");
+    let q = &data[60];
+    query(&p.b.url(), "docs", q);
+    let nearest: Vec<f32> = q.iter().map(|x| x * 10.0).collect();
+    upsert(&p.a.url(), "docs", 4242, &nearest);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while query(&p.b.url(), "docs", q).0["points"][0]["id"] != json!(4242) {
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached the second router"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_cache_shares_answers_and_writes_through_a_redis_sentinel() {
+    let master = RedisServer::start();
+    let sentinel = RedisServer::sentinel(&master);
+    let url = format!(
+        "redis-sentinel://127.0.0.1:{}?sentinelServiceName=mymaster",
+        sentinel.port
+    );
+    let p = pair_over(master, &url, "");
+    share_answers_and_writes(&p);
+    drop(sentinel);
+}
+
+#[test]
+fn the_cache_shares_answers_and_writes_through_a_redis_cluster() {
+    let cluster = e2e::RedisCluster::start();
+    let url = cluster.url();
+    let mut nodes = cluster.nodes.into_iter();
+    let first = nodes.next().unwrap();
+    let p = pair_over(first, &url, "warm_top_n = 10\n");
+    share_answers_and_writes(&p);
+    drop(nodes);
 }
