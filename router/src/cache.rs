@@ -176,6 +176,16 @@ impl Generations {
         }
     }
 
+    /// The collections written while Redis could not be told, with the value last heard.
+    pub(crate) fn written_alone(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|(_, g)| g.local > 0)
+            .map(|(c, g)| (c.clone(), g.shared))
+            .collect()
+    }
+
     fn collections(&self) -> Vec<String> {
         self.0.lock().keys().cloned().collect()
     }
@@ -583,10 +593,7 @@ impl Cache {
     async fn bump(&self, collection: &str) {
         let shared = match &self.l2 {
             Some(redis) => {
-                let now_us = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-                let floor = now_us.max(self.generations.get(collection).shared + 1);
+                let floor = l2::floor_above(self.generations.get(collection).shared);
                 redis.bump(collection, floor).await
             }
             None => None,

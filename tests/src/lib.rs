@@ -554,7 +554,19 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port and waits (up to 10 s) until it answers `PING`.
     pub fn start() -> RedisServer {
-        Self::start_with(RedisKind::Server(Vec::new()), None)
+        let mut r = Self::stopped();
+        r.restart();
+        r
+    }
+
+    /// One whose port is chosen but which is not started yet ([`RedisServer::restart`] starts it).
+    pub fn stopped() -> RedisServer {
+        RedisServer {
+            child: None,
+            port: free_port(),
+            kind: RedisKind::Server(Vec::new()),
+            dir: None,
+        }
     }
 
     fn start_with(kind: RedisKind, dir: Option<tempfile::TempDir>) -> RedisServer {

@@ -714,9 +714,7 @@ fn answers_cached_before_a_reload_made_the_collection_precise_are_not_trusted() 
 
 /// One router stores an answer in Redis, the other finds it there, and a write on either is
 /// seen by the other: the checks run over Sentinel and Cluster deployments.
-fn share_answers_and_writes(p: &Pair) {
-    let data = random_vectors(100, DIM, 31);
-    setup(&p.a.url(), &data);
+fn share_answers_and_writes(p: &Pair, data: &[Vec<f32>]) {
     // Each try asks a query neither router has seen; the store into Redis runs in the
     // background, so the second router asks a moment later.
     let l2 = (0..50).any(|i| {
@@ -749,7 +747,9 @@ fn the_cache_shares_answers_and_writes_through_a_redis_sentinel() {
         sentinel.port
     );
     let p = pair_over(master, &url, "");
-    share_answers_and_writes(&p);
+    let data = random_vectors(100, DIM, 31);
+    setup(&p.a.url(), &data);
+    share_answers_and_writes(&p, &data);
     drop(sentinel);
 }
 
@@ -760,6 +760,24 @@ fn the_cache_shares_answers_and_writes_through_a_redis_cluster() {
     let mut nodes = cluster.nodes.into_iter();
     let first = nodes.next().unwrap();
     let p = pair_over(first, &url, "warm_top_n = 10\n");
-    share_answers_and_writes(&p);
+    let data = random_vectors(100, DIM, 31);
+    setup(&p.a.url(), &data);
+    share_answers_and_writes(&p, &data);
     drop(nodes);
+}
+
+#[test]
+fn a_router_started_while_redis_is_down_serves_and_uses_redis_once_it_is_up() {
+    let redis = RedisServer::stopped();
+    let url = redis.url();
+    let mut p = pair_over(redis, &url, "");
+    let data = random_vectors(100, DIM, 37);
+    setup(&p.a.url(), &data);
+    // Served from the shard and L1 while Redis is not there.
+    for q in &data[70..80] {
+        assert_eq!(query(&p.a.url(), "docs", q).1.as_deref(), Some("miss"));
+        assert_eq!(query(&p.a.url(), "docs", q).1.as_deref(), Some("l1"));
+    }
+    p.redis.restart();
+    share_answers_and_writes(&p, &data);
 }

@@ -94,8 +94,10 @@ impl Redis {
         metrics: Arc<CacheMetrics>,
     ) -> anyhow::Result<Redis> {
         let timeout = Duration::from_millis(config.redis_timeout_ms);
-        let redis_config = Config::from_url(url)
+        let mut redis_config = Config::from_url(url)
             .map_err(|e| anyhow::anyhow!("cache.redis_url `{}`: {e}", redact_url(url)))?;
+        // A Redis that is down when vecgate starts is retried like one that went down later.
+        redis_config.fail_fast = false;
         let mut builder = Builder::from_config(redis_config);
         builder
             .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -104,7 +106,7 @@ impl Redis {
                 c.internal_command_timeout = Duration::from_secs(1);
                 c.max_command_attempts = 1;
             })
-            .set_policy(ReconnectPolicy::new_constant(0, 500));
+            .set_policy(reconnect_policy());
         let pool = builder.build_pool(config.redis_pool)?;
         let subscriber = builder.build_subscriber_client()?;
         pool.connect();
@@ -185,16 +187,15 @@ impl Redis {
     /// and tells the other routers, in one script; the new value, or `None` when Redis could
     /// not be told.
     pub(crate) async fn bump(&self, collection: &str, floor: u64) -> Option<u64> {
-        let bump = self.pool.next().eval::<u64, _, _, _>(
-            BUMP,
-            vec![generation_key(collection)],
-            vec![
-                floor.to_string(),
-                CHANNEL.to_string(),
-                collection.to_string(),
-            ],
-        );
-        self.call("bump", bump).await
+        bump(
+            &self.pool,
+            &self.breaker,
+            &self.metrics,
+            self.timeout,
+            collection,
+            floor,
+        )
+        .await
     }
 
     /// Sends a precise collection's write to the other routers; `false` when it could not be
@@ -231,8 +232,10 @@ impl Redis {
         self.call("hot", add).await;
     }
 
-    /// The `n` most asked requests kept in Redis, with their counts.
+    /// The `n` most asked requests kept in Redis, with their counts (waiting up to a second
+    /// for the connection, since a warm-up starts with the router).
     pub(crate) async fn top_hot(&self, n: usize) -> Vec<(u64, Recorded)> {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.pool.wait_for_connect()).await;
         let top = self.pool.next().eval::<Vec<String>, _, _, _>(
             TOP_HOT,
             HOT_KEYS.to_vec(),
@@ -253,6 +256,43 @@ impl Redis {
         let _ = self.subscriber.quit().await;
         let _ = self.pool.quit().await;
     }
+}
+
+/// Connects at once, then retries every 10 ms doubling up to 1 s, without end (fred sleeps the
+/// first delay even before the first attempt).
+fn reconnect_policy() -> ReconnectPolicy {
+    let mut policy = ReconnectPolicy::new_exponential(0, 10, 1000, 2);
+    policy.set_jitter(5);
+    policy
+}
+
+/// The [`BUMP`] script for `collection` with `floor`.
+async fn bump(
+    pool: &Pool,
+    breaker: &Breaker,
+    metrics: &CacheMetrics,
+    timeout: Duration,
+    collection: &str,
+    floor: u64,
+) -> Option<u64> {
+    let bump = pool.next().eval::<u64, _, _, _>(
+        BUMP,
+        vec![generation_key(collection)],
+        vec![
+            floor.to_string(),
+            CHANNEL.to_string(),
+            collection.to_string(),
+        ],
+    );
+    call(breaker, metrics, timeout, "bump", bump).await
+}
+
+/// A generation above the time in µs and above `seen`.
+pub(crate) fn floor_above(seen: u64) -> u64 {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    now_us.max(seen + 1)
 }
 
 fn answer_key(key: u128) -> String {
@@ -315,11 +355,21 @@ async fn listen(
             tokio::time::sleep(OPEN_FOR).await;
             continue;
         }
+        // The subscription just went through: Redis answers, whatever the breaker last saw.
+        breaker.succeeded();
         generations.forget_shared();
         for collection in generations.collections() {
             let read = pool.get::<Option<u64>, _>(generation_key(&collection));
             if let Some(v) = call(&breaker, &metrics, timeout, "get", read).await {
                 generations.heard(&collection, v.unwrap_or_default());
+            }
+        }
+        // Writes made while Redis was away: the other routers learn of them now, and every
+        // router's keys for those collections agree again (so L2 is shared again).
+        for (collection, seen) in generations.written_alone() {
+            let floor = floor_above(seen);
+            if let Some(v) = bump(&pool, &breaker, &metrics, timeout, &collection, floor).await {
+                generations.heard(&collection, v);
             }
         }
         loop {
