@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::config::{CacheConfig, CacheMode, Strict};
 use crate::gateway::{Call, Reply};
 
-pub use l2::Redis;
+use l2::Redis;
 use precise::{Asked, Check, Logs, Written};
 use warm::{Hot, Recorded};
 
@@ -196,7 +196,7 @@ impl Generations {
 type Flight = (watch::Receiver<Option<Reply>>, u64);
 
 /// A cached answer; answers of precise collections carry what checks them against writes.
-pub struct Entry {
+struct Entry {
     body: Bytes,
     check: Option<Check>,
 }

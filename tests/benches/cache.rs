@@ -6,9 +6,11 @@
 //! the bound no invalidation can beat).
 //! Run: `bench/cache.sh` (installs nginx, wrk and redis-server when missing); see BENCHMARKS.md.
 //!
+//! Last, how long another router sharing the Redis serves an answer from before a write.
+//!
 //! Knobs (environment): BENCH_N (20000 points), BENCH_DIM (64), BENCH_SECONDS (8 per wrk run),
 //! BENCH_ROUNDS (3, interleaved), BENCH_CONNECTIONS (16), BENCH_LIMIT (10), BENCH_DISTINCT
-//! (10000 queries in the mix).
+//! (10000 queries in the mix), BENCH_WINDOW_WRITES (200).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -254,5 +256,54 @@ fn main() {
             run.rps, run.p50_ms, run.p99_ms
         );
     }
+    cross_router_window(
+        &cached,
+        &router("vecgate", dir.path(), "cached2", &cache("")),
+        &k,
+    );
     let _ = std::io::stdout().flush();
+}
+
+/// How long after a write's acknowledgement on `a` the other router `b` still answers from
+/// before it: each write upserts a point that becomes a cached query's best, then `b` is asked
+/// the query until its answer leads with that point.
+fn cross_router_window(a: &Process, b: &Process, k: &Knobs) {
+    let writes = env_or("BENCH_WINDOW_WRITES", 200);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let path = "/collections/bench/points/query";
+    let mut windows = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let q = vector(&mut rng, k.dim);
+        let body = json!({"query": q, "limit": k.limit}).to_string();
+        call_cached("POST", &format!("{}{path}", b.url()), body.as_bytes());
+        let id = 3_000_000_000u64 + i as u64;
+        let (status, answer, _) = call_cached(
+            "PUT",
+            &format!("{}/collections/bench/points?wait=true", a.url()),
+            json!({"points": [{"id": id, "vector": q}]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let acked = std::time::Instant::now();
+        loop {
+            let (_, v, _) = call_cached("POST", &format!("{}{path}", b.url()), body.as_bytes());
+            if v["result"]["points"][0]["id"] == json!(id) {
+                windows.push(acked.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                acked.elapsed().as_secs() < 5,
+                "write {i} never reached the other router"
+            );
+        }
+    }
+    windows.sort_by(f64::total_cmp);
+    let at = |q: f64| windows[((windows.len() - 1) as f64 * q) as usize];
+    println!(
+        "\ncross-router staleness ({writes} writes on one router, the other asked until fresh; includes that read): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
 }
