@@ -137,7 +137,7 @@ impl CacheMetrics {
 /// A collection's generation: the Redis counter (`shared`, 0 without Redis) and the bumps
 /// made while Redis could not be told (`local`). Every write changes one of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Generation {
+pub struct Generation {
     shared: u64,
     pub(crate) local: u64,
     /// `shared` was read from Redis (or set by a bump it answered) since the last (re)connect.
@@ -318,11 +318,10 @@ impl Cache {
         );
     }
 
-    /// The key of a request's exact bytes on `collection` at its current generation, under
-    /// the shard set named by `placement`: a second, cheaper name for an answer already keyed
+    /// The key of a request's exact bytes at its collection's `generation` (from
+    /// [`Cache::generation`]), under the shard set named by `placement`: a second, cheaper name for an answer already keyed
     /// by its canonical form (see [`Cache::alias`]).
-    pub async fn bytes_key(&self, collection: &str, placement: u64, call: &Call) -> u128 {
-        let generation = self.generation(collection).await;
+    pub fn bytes_key(&self, generation: Generation, placement: u64, call: &Call) -> u128 {
         let mut h = Xxh3::new();
         h.update(b"vecgate-bytes\0");
         h.update(&placement.to_le_bytes());
@@ -414,15 +413,15 @@ impl Cache {
     }
 
     /// The key of a request: its canonical text (`Route::cache_key`) on `collection` at its
-    /// current generation, under the shard set named by `placement`.
-    pub async fn key(
+    /// `generation` (from [`Cache::generation`]), under the shard set named by `placement`.
+    pub fn key(
         &self,
         collection: &str,
+        generation: Generation,
         placement: u64,
         endpoint: &str,
         canonical: &(dyn std::fmt::Debug + Sync),
     ) -> u128 {
-        let generation = self.generation(collection).await;
         let mut h = Hashing(Xxh3::new());
         h.0.update(concat!("vecgate-cache/", env!("CARGO_PKG_VERSION"), "\0").as_bytes());
         h.0.update(&placement.to_le_bytes());
@@ -438,8 +437,8 @@ impl Cache {
     }
 
     /// `collection`'s generation, read from Redis when it is not known since the last connect
-    /// (or on every read, with `strict = "global"`).
-    async fn generation(&self, collection: &str) -> Generation {
+    /// (or on every read, with `strict = "global"`); read it once per request.
+    pub async fn generation(&self, collection: &str) -> Generation {
         let g = self.generations.get(collection);
         match &self.l2 {
             Some(redis) if !g.known || self.config.strict == Strict::Global => {

@@ -298,12 +298,12 @@ impl Gateway {
             return self.finish(answered, template, started);
         }
         // A read whose exact bytes were answered before is found without parsing it.
-        let mut bytes_key = None;
+        let (mut bytes_key, mut generation) = (None, None);
         if let (Some(cache), Some(mode)) = (&self.cache, mode) {
             if endpoint.is_read() && !params.collection.is_empty() {
-                let raw = cache
-                    .bytes_key(&params.collection, topo.placement(), &call)
-                    .await;
+                let g = cache.generation(&params.collection).await;
+                generation = Some(g);
+                let raw = cache.bytes_key(g, topo.placement(), &call);
                 let precise = mode == CacheMode::Precise;
                 if let Some(mut reply) = cache.by_bytes(raw, &params.collection, precise).await {
                     if !call.warming {
@@ -333,9 +333,11 @@ impl Gateway {
                 if !call.warming {
                     cache.record(&call);
                 }
-                let key = cache
-                    .key(&route.collection, topo.placement(), template, canonical)
-                    .await;
+                let g = match generation {
+                    Some(g) => g,
+                    None => cache.generation(&route.collection).await,
+                };
+                let key = cache.key(&route.collection, g, topo.placement(), template, canonical);
                 if let Some(raw) = bytes_key {
                     cache.alias(raw, key).await;
                 }

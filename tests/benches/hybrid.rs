@@ -6,23 +6,12 @@
 
 use std::time::Instant;
 
+use e2e::bench::{env_or, median};
 use e2e::{client, ok, Cluster};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const DIM: usize = 64;
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 fn load(url: &str, n: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
