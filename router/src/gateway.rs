@@ -550,6 +550,10 @@ impl Ctx<'_> {
                     .into(),
             )
             .into()),
+            Body::Replication(_) => Err(shardd::Error::NotFound(
+                "/replication/... is between a router and its shards; ask a shard directly".into(),
+            )
+            .into()),
             Body::Query(plan) => {
                 let scatter = Scatter::new(self, c);
                 let points = run(&scatter, plan).await?;

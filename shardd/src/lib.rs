@@ -20,6 +20,7 @@
 //!   their indexes (`payload`, `payload_index`), filters (`filter`), text tokens (`text`),
 //!   parameters (`params`) and the point model (`point`).
 //! - `storage`: the write-ahead log (`wal`), the logged operations (`ops`) and snapshots.
+//! - [`version`]: the hybrid logical clock that versions writes, so replicas converge.
 //! - [`server`] (the daemon's HTTP server), [`metrics`], [`logs`], [`error`].
 
 pub mod api;
@@ -32,6 +33,7 @@ pub mod query;
 pub mod server;
 pub mod shard;
 mod storage;
+pub mod version;
 
 pub use error::{Error, Result};
 pub use shard::{Shard, ShardOptions};

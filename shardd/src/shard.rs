@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
-use crate::engine::collection::Collection;
+use crate::engine::collection::{Collection, PointVersion, Points};
 use crate::engine::filter::Filter;
 use crate::engine::params::CollectionConfig;
 use crate::engine::payload::WithPayload;
@@ -28,6 +28,7 @@ use crate::query::plan::ListRequest;
 use crate::storage::ops::Op;
 use crate::storage::snapshot;
 use crate::storage::wal::{FsyncPolicy, Wal};
+use crate::version::Clock;
 
 /// How a shard stores its data.
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +97,8 @@ pub struct Shard {
     wal: Wal,
     snapshot_round: Mutex<()>,
     metrics: Arc<Metrics>,
+    /// Versions writes that come without one (sent to the shard directly, not by a router).
+    clock: Clock,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,6 +223,7 @@ impl Shard {
             wal,
             snapshot_round: Mutex::new(()),
             metrics,
+            clock: Clock::for_this_process(),
         })
     }
 
@@ -295,14 +299,28 @@ impl Shard {
         Ok(true)
     }
 
-    /// Applies a write and returns its sequence number once it is durable.
+    /// Applies a write, versioned by the shard's own clock, and returns its sequence number
+    /// once it is durable.
     pub fn update(&self, name: &str, update: Update) -> Result<u64> {
+        self.update_at(name, update, None)
+    }
+
+    /// Applies a write of `version` (a router's; the shard's clock when `None`): points that
+    /// already hold a newer version keep it. Returns the sequence number once it is durable.
+    pub fn update_at(&self, name: &str, update: Update, version: Option<u64>) -> Result<u64> {
+        let version = match version {
+            Some(v) => {
+                self.clock.observe(v);
+                v
+            }
+            None => self.clock.now(),
+        };
         let collection = self.collection(name)?;
         let update = match update {
             Update::Upsert(points) => Update::Upsert(collection.validate(points)?),
             other => other,
         };
-        let mut points = collection.write();
+        let points = collection.write();
         if points.dropped {
             return Err(Error::NotFound(format!(
                 "Collection `{name}` doesn't exist!"
@@ -325,10 +343,12 @@ impl Shard {
             Update::Upsert(writes) => Op::Upsert {
                 collection: collection_name,
                 points: writes,
+                version,
             },
             Update::Delete(selector) => Op::Delete {
                 collection: collection_name,
                 ids: resolve(selector, false)?,
+                version,
             },
             Update::SetPayload {
                 selector,
@@ -341,6 +361,7 @@ impl Shard {
                 payload,
                 key,
                 overwrite,
+                version,
             },
             Update::CreateIndex { field, kind } => Op::CreateFieldIndex {
                 collection: collection_name,
@@ -352,6 +373,17 @@ impl Shard {
                 field,
             },
         };
+        self.log_and_apply(name, op, points)
+    }
+
+    /// Logs `op`, applies it under the collection's write lock (so log order is apply order)
+    /// and returns its sequence number once the log is durable.
+    fn log_and_apply(
+        &self,
+        name: &str,
+        op: Op,
+        mut points: RwLockWriteGuard<'_, Points>,
+    ) -> Result<u64> {
         let seq = self.wal.append(&encode(&op)?)?;
         op.apply(&mut points, seq)?;
         let count = points.len();
@@ -362,6 +394,104 @@ impl Shard {
             .set(count as i64);
         self.wal.sync(seq)?;
         Ok(seq)
+    }
+
+    /// Takes points and deletes copied from another replica, each with its version; what is
+    /// held here stays where it is newer.
+    pub fn import(
+        &self,
+        name: &str,
+        points: Vec<(u64, PointWrite)>,
+        deleted: Vec<(PointId, u64)>,
+    ) -> Result<u64> {
+        let collection = self.collection(name)?;
+        let points = {
+            let (versions, writes): (Vec<u64>, Vec<PointWrite>) = points.into_iter().unzip();
+            versions
+                .into_iter()
+                .zip(collection.validate(writes)?)
+                .collect()
+        };
+        if let Some(max) = deleted.iter().map(|d| d.1).max() {
+            self.clock.observe(max);
+        }
+        let held = collection.write();
+        if held.dropped {
+            return Err(Error::NotFound(format!(
+                "Collection `{name}` doesn't exist!"
+            )));
+        }
+        let op = Op::Import {
+            collection: name.to_string(),
+            points,
+            deleted,
+        };
+        self.log_and_apply(name, op, held)
+    }
+
+    /// Runs `f` over every point and tombstone of a collection with its version and content
+    /// hash (under the read lock), for comparing replicas.
+    pub fn versions<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut dyn Iterator<Item = PointVersion>) -> T,
+    ) -> Result<T> {
+        let c = self.collection(name)?;
+        let points = c.read();
+        let answer = f(&mut points.versions());
+        Ok(answer)
+    }
+
+    /// The points among `ids` as written, each with its version, and the tombstones among
+    /// them: what a replica copies to another.
+    pub fn export(
+        &self,
+        name: &str,
+        ids: &[PointId],
+    ) -> Result<(Vec<(u64, PointWrite)>, Vec<(PointId, u64)>)> {
+        Ok(self.collection(name)?.read().export(ids))
+    }
+
+    /// A collection's configuration and payload indexes, for creating it on another replica.
+    pub fn spec(&self, name: &str) -> Result<(CollectionConfig, Vec<(String, FieldType)>)> {
+        let c = self.collection(name)?;
+        let indexes = c
+            .read()
+            .payload_schema()
+            .into_iter()
+            .map(|(field, kind, _)| (field, kind))
+            .collect();
+        Ok((c.config.clone(), indexes))
+    }
+
+    /// Makes a collection match another replica's spec: created if missing (a collection of
+    /// that name with another configuration is a conflict), with every payload index it lacks.
+    pub fn adopt(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        indexes: Vec<(String, FieldType)>,
+    ) -> Result<()> {
+        match self.config(name) {
+            Ok(held) if held != config => {
+                return Err(Error::Conflict(format!(
+                    "Collection `{name}` exists here with another configuration"
+                )))
+            }
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => match self.create_collection(name, config) {
+                Ok(()) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+        let (_, held) = self.spec(name)?;
+        for (field, kind) in indexes {
+            if !held.iter().any(|(f, k)| *f == field && *k == kind) {
+                self.update(name, Update::CreateIndex { field, kind })?;
+            }
+        }
+        Ok(())
     }
 
     /// The configuration of a collection.
@@ -563,6 +693,81 @@ mod tests {
         assert_eq!(a.read().len(), 10);
         assert!(!a.read().contains(&PointId::Num(3)));
         assert!(a.read().contains(&PointId::Num(20)));
+    }
+
+    fn payload_of(shard: &Shard, id: u64) -> Option<serde_json::Value> {
+        let found = shard
+            .get(
+                "a",
+                &[PointId::Num(id)],
+                &WithPayload::All(true),
+                &WithVector::All(false),
+            )
+            .unwrap();
+        found.first().map(|p| json!(p.payload))
+    }
+
+    fn tagged(id: u64, tag: &str) -> PointWrite {
+        let mut p = point(id);
+        p.payload.insert("tag".into(), json!(tag));
+        p
+    }
+
+    #[test]
+    fn an_older_write_never_replaces_a_newer_one_even_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open(dir.path());
+        shard.create_collection("a", config()).unwrap();
+        let new = |tag| Update::Upsert(vec![tagged(1, tag)]);
+        shard.update_at("a", new("v20"), Some(20)).unwrap();
+        shard.update_at("a", new("v10"), Some(10)).unwrap();
+        assert_eq!(payload_of(&shard, 1).unwrap()["tag"], "v20");
+        let delete = || Update::Delete(Selector::Ids(vec![PointId::Num(1)]));
+        shard.update_at("a", delete(), Some(15)).unwrap();
+        assert!(payload_of(&shard, 1).is_some(), "an older delete keeps it");
+        shard.update_at("a", delete(), Some(30)).unwrap();
+        shard.update_at("a", new("v25"), Some(25)).unwrap();
+        assert!(payload_of(&shard, 1).is_none(), "an older upsert does not revive it");
+        shard.snapshot().unwrap();
+        drop(shard);
+        let shard = open(dir.path());
+        shard.update_at("a", new("v29"), Some(29)).unwrap();
+        assert!(payload_of(&shard, 1).is_none(), "the tombstone survives a snapshot");
+        shard.update_at("a", new("v31"), Some(31)).unwrap();
+        assert_eq!(payload_of(&shard, 1).unwrap()["tag"], "v31");
+    }
+
+    #[test]
+    fn imports_converge_on_the_same_winner_from_either_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            open(&dir.path().join("a")),
+            open(&dir.path().join("b")),
+        );
+        for s in [&a, &b] {
+            s.create_collection("a", config()).unwrap();
+        }
+        a.update_at("a", Update::Upsert(vec![tagged(1, "a")]), Some(5))
+            .unwrap();
+        b.update_at("a", Update::Upsert(vec![tagged(1, "b")]), Some(5))
+            .unwrap();
+        b.update_at("a", Update::Upsert(vec![tagged(2, "b")]), Some(5))
+            .unwrap();
+        a.update_at("a", Update::Delete(Selector::Ids(vec![PointId::Num(2)])), Some(6))
+            .unwrap();
+        let everything = [PointId::Num(1), PointId::Num(2)];
+        let (from_a, gone_a) = a.export("a", &everything).unwrap();
+        let (from_b, gone_b) = b.export("a", &everything).unwrap();
+        a.import("a", from_b, gone_b).unwrap();
+        b.import("a", from_a, gone_a).unwrap();
+        let held = |s: &Shard| {
+            let mut v = s.versions("a", |h| h.collect::<Vec<_>>()).unwrap();
+            v.sort_by_key(|p| p.id);
+            v
+        };
+        assert_eq!(held(&a), held(&b), "equal versions settle on the same hash");
+        assert_eq!(payload_of(&a, 1), payload_of(&b, 1));
+        assert!(payload_of(&b, 2).is_none(), "the newer delete won on b");
     }
 
     #[test]

@@ -59,6 +59,18 @@ pub enum Endpoint {
     SparseStats,
     /// `POST /v1/search`: the seed-style search (router only).
     SeedSearch,
+    /// `GET /collections/{c}/replication/spec` (Vecgate's own, as are the five below).
+    ReplicationSpec,
+    /// `PUT /collections/{c}/replication/spec`.
+    ReplicationAdopt,
+    /// `POST /collections/{c}/replication/digest`.
+    ReplicationDigest,
+    /// `POST /collections/{c}/replication/versions`.
+    ReplicationVersions,
+    /// `POST /collections/{c}/replication/export`.
+    ReplicationExport,
+    /// `PUT /collections/{c}/replication/import`.
+    ReplicationImport,
 }
 
 /// Every endpoint: its method and path template (`{c}` a collection, `{field}` a payload key,
@@ -143,6 +155,36 @@ const TABLE: &[(Method, &str, Endpoint)] = &[
         Endpoint::SparseStats,
     ),
     (Method::POST, "/v1/search", Endpoint::SeedSearch),
+    (
+        Method::GET,
+        "/collections/{c}/replication/spec",
+        Endpoint::ReplicationSpec,
+    ),
+    (
+        Method::PUT,
+        "/collections/{c}/replication/spec",
+        Endpoint::ReplicationAdopt,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/replication/digest",
+        Endpoint::ReplicationDigest,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/replication/versions",
+        Endpoint::ReplicationVersions,
+    ),
+    (
+        Method::POST,
+        "/collections/{c}/replication/export",
+        Endpoint::ReplicationExport,
+    ),
+    (
+        Method::PUT,
+        "/collections/{c}/replication/import",
+        Endpoint::ReplicationImport,
+    ),
 ];
 
 /// One segment of a path template: a literal, or a parameter.
@@ -295,6 +337,8 @@ impl Endpoint {
                 | Endpoint::DeletePoints
                 | Endpoint::SetPayload
                 | Endpoint::OverwritePayload
+                | Endpoint::ReplicationAdopt
+                | Endpoint::ReplicationImport
         )
     }
 

@@ -7,6 +7,7 @@
 
 pub mod endpoint;
 pub mod filter;
+pub mod replication;
 pub mod request;
 pub mod response;
 pub mod route;
@@ -23,6 +24,8 @@ use serde_json::{json, Value};
 
 pub use endpoint::{Endpoint, PathParams, Unrouted};
 pub use route::{Body, Route, RouteError};
+
+use replication::Replication;
 
 use crate::engine::params::{HnswConfig, VectorParams};
 use crate::engine::payload::WithPayload;
@@ -214,6 +217,7 @@ pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>>
         collection: c,
     };
     let updated = |seq: u64| Ok(envelope(&update_result(seq, route.wait), started));
+    let version = route.version;
     match route.body {
         Body::Empty => match route.endpoint {
             Endpoint::Version => Ok(serde_json::to_vec(
@@ -245,7 +249,7 @@ pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>>
         }
         Body::DropIndex { field } => updated(shard.update(c, Update::DropIndex { field })?),
         Body::Upsert(points) => updated(
-            shard.update(
+            shard.update_at(
                 c,
                 Update::Upsert(
                     points
@@ -257,15 +261,16 @@ pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>>
                         })
                         .collect(),
                 ),
+                version,
             )?,
         ),
-        Body::Delete(selector) => updated(shard.update(c, Update::Delete(selector))?),
+        Body::Delete(selector) => updated(shard.update_at(c, Update::Delete(selector), version)?),
         Body::SetPayload {
             selector,
             payload,
             key,
             overwrite,
-        } => updated(shard.update(
+        } => updated(shard.update_at(
             c,
             Update::SetPayload {
                 selector,
@@ -273,6 +278,7 @@ pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>>
                 key,
                 overwrite,
             },
+            version,
         )?),
         Body::GetPoints(req) => {
             let points = shard.get(
@@ -327,6 +333,47 @@ pub fn execute(shard: &Shard, route: Route, started: Instant) -> Result<Vec<u8>>
             &shard.sparse_stats(c, &req.using, &req.indices)?,
             started,
         )),
+        Body::Replication(r) => replicate(shard, c, r, started),
+    }
+}
+
+/// Runs a replication request on the shard.
+fn replicate(shard: &Shard, c: &str, r: Replication, started: Instant) -> Result<Vec<u8>> {
+    match r {
+        Replication::Spec => {
+            let (config, payload_indexes) = shard.spec(c)?;
+            Ok(envelope(
+                &replication::Spec {
+                    config,
+                    payload_indexes,
+                },
+                started,
+            ))
+        }
+        Replication::Adopt(spec) => {
+            shard.adopt(c, spec.config, spec.payload_indexes)?;
+            Ok(envelope(&true, started))
+        }
+        Replication::Digest(req) => {
+            let digests = shard.versions(c, |held| replication::digests(held, req.buckets))?;
+            Ok(envelope(&digests, started))
+        }
+        Replication::Versions(req) => {
+            let wanted: std::collections::HashSet<u32> = req.of.into_iter().collect();
+            let held = shard.versions(c, |held| {
+                held.filter(|v| wanted.contains(&replication::bucket(&v.id, req.buckets)))
+                    .collect::<Vec<_>>()
+            })?;
+            Ok(envelope(&held, started))
+        }
+        Replication::Export(req) => {
+            let (points, deleted) = shard.export(c, &req.ids)?;
+            Ok(envelope(&replication::Copied { points, deleted }, started))
+        }
+        Replication::Import(copied) => {
+            let seq = shard.import(c, copied.points, copied.deleted)?;
+            Ok(envelope(&update_result(seq, true), started))
+        }
     }
 }
 

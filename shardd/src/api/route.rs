@@ -15,6 +15,7 @@ use crate::api::request::{
     LegacySearchRequest, QueryRequest, ScrollRequest, SetPayloadRequest, SparseStatsRequest,
     UpsertRequest,
 };
+use crate::api::replication::{check_buckets, Replication};
 use crate::api::seed::SeedSearch;
 use crate::engine::filter::Filter;
 use crate::engine::params::CollectionConfig;
@@ -36,6 +37,9 @@ pub struct Route<P = Payload> {
     pub wait: bool,
     /// `?timeout=SECONDS`: the client's own deadline, which can only shorten the router's.
     pub timeout: Option<Duration>,
+    /// `?version=N`: the version a router gave this write (the shard's clock versions it
+    /// otherwise).
+    pub version: Option<u64>,
     /// The body.
     pub body: Body<P>,
 }
@@ -89,6 +93,8 @@ pub enum Body<P = Payload> {
     Count(Option<Filter>),
     /// `POST /collections/{c}/sparse/stats`.
     SparseStats(SparseStatsRequest),
+    /// `/collections/{c}/replication/...`.
+    Replication(Replication),
 }
 
 /// Why a request names nothing that can be run.
@@ -173,12 +179,14 @@ impl<P> Route<P> {
             Body::Scroll(r) => Body::Scroll(r),
             Body::Count(f) => Body::Count(f),
             Body::SparseStats(r) => Body::SparseStats(r),
+            Body::Replication(r) => Body::Replication(r),
         };
         Ok(Route {
             endpoint: self.endpoint,
             collection: self.collection,
             wait: self.wait,
             timeout: self.timeout,
+            version: self.version,
             body,
         })
     }
@@ -259,12 +267,36 @@ impl<P: DeserializeOwned + Clone> Route<P> {
                 collection = req.collection.clone();
                 Body::Query(req.into_plan()?)
             }
+            Endpoint::ReplicationSpec => Body::Replication(Replication::Spec),
+            Endpoint::ReplicationAdopt => Body::Replication(Replication::Adopt(parse_body(body)?)),
+            Endpoint::ReplicationDigest => {
+                let req: crate::api::replication::DigestRequest = parse_body(body)?;
+                check_buckets(req.buckets)?;
+                Body::Replication(Replication::Digest(req))
+            }
+            Endpoint::ReplicationVersions => {
+                let req: crate::api::replication::VersionsRequest = parse_body(body)?;
+                check_buckets(req.buckets)?;
+                Body::Replication(Replication::Versions(req))
+            }
+            Endpoint::ReplicationExport => {
+                Body::Replication(Replication::Export(parse_body(body)?))
+            }
+            Endpoint::ReplicationImport => {
+                Body::Replication(Replication::Import(parse_body(body)?))
+            }
         };
         Ok(Route {
             endpoint,
             collection,
             wait: query_param(query, "wait").is_none_or(|v| v != "false"),
             timeout: client_timeout(query),
+            version: query_param(query, "version")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| Error::bad(format!("`version` must be a number, not {v:?}")))
+                })
+                .transpose()?,
             body,
         })
     }

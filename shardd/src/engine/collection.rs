@@ -84,8 +84,58 @@ impl Collection {
 
 struct Slot {
     id: PointId,
+    /// Version of the write that last changed the point.
     version: u64,
+    /// Hash of the vectors, kept so that a payload write can rehash without reading them.
+    vectors_hash: u64,
+    /// Hash of the whole point (vectors and payload): replicas compare it.
+    hash: u64,
     payload: Payload,
+}
+
+fn hash_vectors(vectors: &NamedVectors) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (name, v) in vectors {
+        h.update(name.as_bytes());
+        match v {
+            Vector::Dense(d) => {
+                h.update(&[0]);
+                d.iter().for_each(|x| h.update(&x.to_le_bytes()));
+            }
+            Vector::Sparse(s) => {
+                h.update(&[1]);
+                s.indices.iter().for_each(|i| h.update(&i.to_le_bytes()));
+                s.values.iter().for_each(|x| h.update(&x.to_le_bytes()));
+            }
+        }
+    }
+    h.digest()
+}
+
+fn hash_point(vectors_hash: u64, payload: &Payload) -> u64 {
+    let json = serde_json::to_vec(payload).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64_with_seed(&json, vectors_hash)
+}
+
+/// One point's entry in a replica comparison: its version and content hash, or a tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PointVersion {
+    /// The point.
+    pub id: PointId,
+    /// Version of its last write (the delete's, for a tombstone).
+    pub version: u64,
+    /// Hash of its vectors and payload; 0 for a tombstone.
+    pub hash: u64,
+    /// Whether the point was deleted.
+    pub deleted: bool,
+}
+
+impl PointVersion {
+    /// Whether this state replaces `other` between replicas: the higher version, and on equal
+    /// versions the higher hash, so every replica picks the same one.
+    pub fn beats(&self, other: &PointVersion) -> bool {
+        (self.version, self.hash) > (other.version, other.hash)
+    }
 }
 
 /// Dense vectors of one name: a flat array by slot and the HNSW index over them.
@@ -217,6 +267,9 @@ pub struct Points {
     pub(crate) sparse: BTreeMap<String, SparseStore>,
     /// Indexes over payload fields, kept in step with every write.
     pub(crate) payload_indexes: PayloadIndexes,
+    /// Deleted points by the version of their delete, so that an older write arriving later
+    /// (a replay, a copy, another router's) does not bring them back.
+    pub(crate) tombstones: BTreeMap<PointId, u64>,
     /// Sequence number of the last write applied.
     pub last_seq: u64,
     /// Set when the collection was dropped, so writers holding it fail instead of writing to nothing.
@@ -281,6 +334,7 @@ impl Points {
             dense,
             sparse,
             payload_indexes: PayloadIndexes::default(),
+            tombstones: BTreeMap::new(),
             last_seq: 0,
             dropped: false,
         })
@@ -385,10 +439,48 @@ impl Points {
             .collect()
     }
 
-    /// Inserts or replaces points (whole points: vectors and payload) as write `seq`.
-    pub fn upsert(&mut self, seq: u64, points: Vec<PointWrite>) -> Result<()> {
+    /// What a replica holds of `id`: its point's version and hash, or its tombstone.
+    pub fn version_of(&self, id: &PointId) -> Option<PointVersion> {
+        match self.ids.get(id) {
+            Some(&slot) => self.slots[slot as usize].as_ref().map(|r| PointVersion {
+                id: *id,
+                version: r.version,
+                hash: r.hash,
+                deleted: false,
+            }),
+            None => self.tombstones.get(id).map(|&version| PointVersion {
+                id: *id,
+                version,
+                hash: 0,
+                deleted: true,
+            }),
+        }
+    }
+
+    /// Whether a write of `version` to `id` is newer than what is held (version 0: a write
+    /// logged before versions existed, always applied).
+    fn newer(&self, id: &PointId, version: u64) -> bool {
+        version == 0 || self.version_of(id).is_none_or(|held| version > held.version)
+    }
+
+    /// Inserts or replaces points (whole points: vectors and payload) as write `seq` of
+    /// `version`; a point already holding a newer version keeps it.
+    pub fn upsert(&mut self, seq: u64, version: u64, points: Vec<PointWrite>) -> Result<()> {
+        let points = points
+            .into_iter()
+            .filter(|p| self.newer(&p.id, version))
+            .map(|p| (version, p))
+            .collect();
+        self.put(seq, points)
+    }
+
+    /// Writes whole points, each with its own version, replacing whatever is held.
+    fn put(&mut self, seq: u64, points: Vec<(u64, PointWrite)>) -> Result<()> {
         let mut added: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for p in points {
+        for (version, p) in points {
+            self.tombstones.remove(&p.id);
+            let vectors_hash = hash_vectors(&p.vectors);
+            let hash = hash_point(vectors_hash, &p.payload);
             let slot = match self.ids.get(&p.id) {
                 Some(&slot) => {
                     self.clear_vectors(slot)?;
@@ -403,7 +495,9 @@ impl Points {
             self.payload_indexes.insert(slot, &p.payload);
             self.slots[slot as usize] = Some(Slot {
                 id: p.id,
-                version: seq,
+                version: if version == 0 { seq } else { version },
+                vectors_hash,
+                hash,
                 payload: p.payload,
             });
         }
@@ -469,26 +563,119 @@ impl Points {
         Ok(())
     }
 
-    /// Deletes points by id as write `seq`; missing ids are ignored.
-    pub fn delete(&mut self, seq: u64, ids: &[PointId]) -> Result<()> {
+    /// Deletes points by id as write `seq` of `version`, leaving tombstones; missing ids are
+    /// ignored and points holding a newer version kept.
+    pub fn delete(&mut self, seq: u64, version: u64, ids: &[PointId]) -> Result<()> {
         for id in ids {
-            if let Some(slot) = self.ids.remove(id) {
-                self.clear_vectors(slot)?;
-                if let Some(old) = self.slots[slot as usize].take() {
-                    self.payload_indexes.remove(slot, &old.payload);
-                }
-                self.free.push(slot);
+            if self.newer(id, version) {
+                self.remove(id, version)?;
             }
         }
         self.last_seq = seq;
         Ok(())
     }
 
+    fn remove(&mut self, id: &PointId, version: u64) -> Result<()> {
+        if let Some(slot) = self.ids.remove(id) {
+            self.clear_vectors(slot)?;
+            if let Some(old) = self.slots[slot as usize].take() {
+                self.payload_indexes.remove(slot, &old.payload);
+            }
+            self.free.push(slot);
+        }
+        if version != 0 {
+            self.tombstones.insert(*id, version);
+        }
+        Ok(())
+    }
+
+    /// Takes another replica's points and deletes, each as that replica holds it; what is
+    /// held here stays where it wins ([`PointVersion::beats`]).
+    pub fn import(
+        &mut self,
+        seq: u64,
+        points: Vec<(u64, PointWrite)>,
+        deleted: &[(PointId, u64)],
+    ) -> Result<()> {
+        let wins = |points: &Self, theirs: PointVersion| {
+            points
+                .version_of(&theirs.id)
+                .is_none_or(|held| theirs.beats(&held))
+        };
+        let points = points
+            .into_iter()
+            .filter(|(version, p)| {
+                let hash = hash_point(hash_vectors(&p.vectors), &p.payload);
+                let theirs = PointVersion {
+                    id: p.id,
+                    version: *version,
+                    hash,
+                    deleted: false,
+                };
+                wins(self, theirs)
+            })
+            .collect();
+        self.put(seq, points)?;
+        for &(id, version) in deleted {
+            let theirs = PointVersion {
+                id,
+                version,
+                hash: 0,
+                deleted: true,
+            };
+            if wins(self, theirs) {
+                self.remove(&id, version)?;
+            }
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Every point and tombstone with its version and hash, in no particular order.
+    pub fn versions(&self) -> impl Iterator<Item = PointVersion> + '_ {
+        let live = self.ids.keys().filter_map(|id| self.version_of(id));
+        let dead = self
+            .tombstones
+            .iter()
+            .map(|(&id, &version)| PointVersion {
+                id,
+                version,
+                hash: 0,
+                deleted: true,
+            });
+        live.chain(dead)
+    }
+
+    /// The points among `ids` as written, with their versions, and the tombstones among them.
+    pub fn export(&self, ids: &[PointId]) -> (Vec<(u64, PointWrite)>, Vec<(PointId, u64)>) {
+        let mut points = Vec::new();
+        let mut deleted = Vec::new();
+        for id in ids {
+            if let Some(&slot) = self.ids.get(id) {
+                let r = self.slots[slot as usize]
+                    .as_ref()
+                    .expect("indexed ids hold points");
+                points.push((
+                    r.version,
+                    PointWrite {
+                        id: *id,
+                        vectors: self.vectors_of(slot, &WithVector::All(true)),
+                        payload: r.payload.clone(),
+                    },
+                ));
+            } else if let Some(&version) = self.tombstones.get(id) {
+                deleted.push((*id, version));
+            }
+        }
+        (points, deleted)
+    }
+
     /// Merges `payload` into each point's payload (under `key` when given), or replaces it
-    /// when `overwrite`, as write `seq`.
+    /// when `overwrite`, as write `seq` of `version`; points holding a newer version keep it.
     pub fn set_payload(
         &mut self,
         seq: u64,
+        version: u64,
         ids: &[PointId],
         payload: &Payload,
         key: Option<&str>,
@@ -498,6 +685,9 @@ impl Points {
             let Some(&slot) = self.ids.get(id) else {
                 continue;
             };
+            if !self.newer(id, version) {
+                continue;
+            }
             let Some(record) = self.slots[slot as usize].as_mut() else {
                 continue;
             };
@@ -508,7 +698,8 @@ impl Points {
                 merge(&mut record.payload, payload, key)?;
             }
             self.payload_indexes.insert(slot, &record.payload);
-            record.version = seq;
+            record.version = if version == 0 { seq } else { version };
+            record.hash = hash_point(record.vectors_hash, &record.payload);
         }
         self.last_seq = seq;
         Ok(())
@@ -662,6 +853,7 @@ impl Points {
         config: &CollectionConfig,
         last_seq: u64,
         records: Vec<(u32, PointId, u64, Payload, NamedVectors)>,
+        tombstones: BTreeMap<PointId, u64>,
         mut indexes: BTreeMap<String, Box<dyn VectorIndex>>,
         payload_indexes: &BTreeMap<String, FieldType>,
     ) -> Result<Self> {
@@ -673,9 +865,12 @@ impl Points {
                 points.slots.resize_with(s + 1, || None);
             }
             points.ids.insert(id, slot);
+            let vectors_hash = hash_vectors(&vectors);
             points.slots[s] = Some(Slot {
                 id,
                 version,
+                vectors_hash,
+                hash: hash_point(vectors_hash, &payload),
                 payload,
             });
             points.place_vectors(slot, vectors, &mut rebuild);
@@ -707,6 +902,7 @@ impl Points {
                 }
             }
         }
+        points.tombstones = tombstones;
         points.last_seq = last_seq;
         Ok(points)
     }

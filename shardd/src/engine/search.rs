@@ -300,7 +300,7 @@ mod tests {
             })
             .collect();
         let writes = c.validate(writes).unwrap();
-        c.write().upsert(1, writes).unwrap();
+        c.write().upsert(1, 0, writes).unwrap();
         data
     }
 
@@ -346,7 +346,7 @@ mod tests {
                 payload: Default::default(),
             })
             .collect();
-        c.write().upsert(1, c.validate(writes).unwrap()).unwrap();
+        c.write().upsert(1, 0, c.validate(writes).unwrap()).unwrap();
         let mut req = request(vec![1.0; 8], None, 2);
         req.offset = 1;
         let (hits, _, _) = c.search(&req).unwrap();

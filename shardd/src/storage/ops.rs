@@ -28,11 +28,22 @@ pub enum Op {
     Upsert {
         collection: String,
         points: Vec<PointWrite>,
+        /// The write's version (0 in records logged before versions).
+        #[serde(default)]
+        version: u64,
     },
     /// Points were deleted.
     Delete {
         collection: String,
         ids: Vec<PointId>,
+        #[serde(default)]
+        version: u64,
+    },
+    /// Points and deletes copied from another replica, each with its own version.
+    Import {
+        collection: String,
+        points: Vec<(u64, PointWrite)>,
+        deleted: Vec<(PointId, u64)>,
     },
     /// Payloads were merged (at `key` when given) or, with `overwrite`, replaced.
     SetPayload {
@@ -41,6 +52,8 @@ pub enum Op {
         payload: Payload,
         key: Option<String>,
         overwrite: bool,
+        #[serde(default)]
+        version: u64,
     },
     /// A payload index was created (or replaced) on a field.
     CreateFieldIndex {
@@ -59,6 +72,7 @@ impl Op {
             Op::CreateCollection { name, .. } | Op::DropCollection { name } => name,
             Op::Upsert { collection, .. }
             | Op::Delete { collection, .. }
+            | Op::Import { collection, .. }
             | Op::SetPayload { collection, .. }
             | Op::CreateFieldIndex { collection, .. }
             | Op::DropFieldIndex { collection, .. } => collection,
@@ -70,15 +84,25 @@ impl Op {
     /// Collection operations are the shard's to apply; here they change nothing.
     pub fn apply(self, points: &mut Points, seq: u64) -> Result<()> {
         match self {
-            Op::Upsert { points: writes, .. } => points.upsert(seq, writes),
-            Op::Delete { ids, .. } => points.delete(seq, &ids),
+            Op::Upsert {
+                points: writes,
+                version,
+                ..
+            } => points.upsert(seq, version, writes),
+            Op::Delete { ids, version, .. } => points.delete(seq, version, &ids),
+            Op::Import {
+                points: writes,
+                deleted,
+                ..
+            } => points.import(seq, writes, &deleted),
             Op::SetPayload {
                 ids,
                 payload,
                 key,
                 overwrite,
+                version,
                 ..
-            } => points.set_payload(seq, &ids, &payload, key.as_deref(), overwrite),
+            } => points.set_payload(seq, version, &ids, &payload, key.as_deref(), overwrite),
             Op::CreateFieldIndex { field, kind, .. } => {
                 points.create_index(seq, &field, kind);
                 Ok(())

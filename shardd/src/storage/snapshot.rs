@@ -29,6 +29,9 @@ struct Header {
     config: CollectionConfig,
     #[serde(default)]
     payload_indexes: BTreeMap<String, FieldType>,
+    /// Deleted ids by the version of their delete.
+    #[serde(default)]
+    tombstones: Vec<(PointId, u64)>,
 }
 
 /// The snapshot file of a collection (named by a hash, since names may hold any character).
@@ -120,6 +123,7 @@ pub fn encode(collection: &Collection, points: &Points) -> Result<Vec<u8>> {
         name: collection.name.clone(),
         config: collection.config.clone(),
         payload_indexes: points.payload_indexes.schema(),
+        tombstones: points.tombstones.iter().map(|(&id, &v)| (id, v)).collect(),
     };
     e.bytes(&serde_json::to_vec(&header).map_err(json_err)?);
     e.u64(points.len() as u64);
@@ -223,6 +227,7 @@ pub fn decode(bytes: &[u8]) -> Result<Collection> {
         &header.config,
         seq,
         records,
+        header.tombstones.into_iter().collect(),
         indexes,
         &header.payload_indexes,
     )?;
