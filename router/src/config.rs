@@ -257,6 +257,9 @@ pub struct RoutingConfig {
     pub timeout_ms: u64,
     /// Answer with the shards that did respond (marked `partial`) instead of failing.
     pub allow_partial: bool,
+    /// Seconds between anti-entropy rounds, which compare each shard's replicas and repair
+    /// where they differ; 0: only on `POST /admin/repair`.
+    pub repair_interval_s: u64,
     /// Per-collection overrides of the read policy.
     pub collections: BTreeMap<String, CollectionRouting>,
 }
@@ -268,6 +271,7 @@ impl Default for RoutingConfig {
             write_consistency: WriteConsistency::default(),
             timeout_ms: 2000,
             allow_partial: false,
+            repair_interval_s: 60,
             collections: BTreeMap::new(),
         }
     }

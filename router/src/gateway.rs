@@ -136,6 +136,10 @@ pub struct Gateway {
     pub(crate) metrics: Arc<RouterMetrics>,
     /// The result cache, when `[cache]` is configured.
     pub cache: Option<Cache>,
+    /// Versions this router's writes.
+    pub(crate) clock: shardd::version::Clock,
+    /// One anti-entropy round at a time.
+    pub(crate) repairing: tokio::sync::Mutex<()>,
 }
 
 /// `{"result": T}` of a shard's answer.
@@ -203,6 +207,8 @@ impl Gateway {
             schemas: Mutex::default(),
             metrics,
             cache,
+            clock: shardd::version::Clock::for_this_process(),
+            repairing: tokio::sync::Mutex::new(()),
         }
     }
 

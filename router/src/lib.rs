@@ -11,11 +11,12 @@
 //!   [`error`]: the typed errors and their HTTP status.
 //! - [`topology`]: the running config (shards, ring) swapped by reload, and live state kept
 //!   across reloads; [`config`]: the TOML model and its validation; [`ring`]: placement.
-//! - Replicas: [`replica`] (live state, health, ejection), [`balance`] (read policies),
-//!   [`hints`] (missed writes, durably queued).
+//! - Replicas: [`replica`] (live state, health, ejection, joining), [`balance`] (read
+//!   policies), [`hints`] (missed writes, durably queued), [`repair`] (filling a joining
+//!   replica from a peer, and anti-entropy between replicas).
 //! - [`cache`]: the result cache (moka in process, Redis through fred), keyed at the route.
-//! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay,
-//!   checkpoints), [`metrics`].
+//! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay, joins,
+//!   repair rounds, checkpoints), [`metrics`].
 
 pub mod balance;
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod maintenance;
 pub mod merge;
 pub mod metrics;
 pub mod reload;
+pub mod repair;
 pub mod replica;
 pub mod ring;
 pub mod scatter;

@@ -1,4 +1,5 @@
-//! The router's Prometheus metrics: client requests, replica calls by outcome, ejections, reloads.
+//! The router's Prometheus metrics: client requests, replica calls by outcome, ejections,
+//! reloads, hints, replica joins and anti-entropy repair.
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
 use shardd::metrics::Registrar;
@@ -24,6 +25,16 @@ pub struct RouterMetrics {
     pub hints_replayed: IntCounterVec,
     /// Hints that could not be persisted (`disk`) or that a replica rejected on replay (`rejected`).
     pub hint_failures: IntCounterVec,
+    /// 1 while a replica is joining (being filled from a peer), else 0.
+    pub joining: IntGaugeVec,
+    /// Finished replica joins by URL and result (`done`, `failed`).
+    pub joins: IntCounterVec,
+    /// Anti-entropy rounds by trigger (`schedule`, `admin`) and result (`ok`, `failed`).
+    pub repairs: IntCounterVec,
+    /// Id buckets found differing between replicas, by shard.
+    pub repair_buckets: IntCounterVec,
+    /// Points and tombstones copied between replicas (joins and repairs), by shard.
+    pub repair_copied: IntCounterVec,
 }
 
 impl RouterMetrics {
@@ -79,6 +90,31 @@ impl RouterMetrics {
                 "hint_failures_total",
                 "Hints not persisted (disk) or rejected on replay (rejected)",
                 &["url", "reason"],
+            )?,
+            joining: r.gauges(
+                "replica_joining",
+                "1 while a replica is being filled from a peer before it serves reads",
+                &["url"],
+            )?,
+            joins: r.counters(
+                "replica_joins_total",
+                "Finished replica joins by result (done, failed)",
+                &["url", "result"],
+            )?,
+            repairs: r.counters(
+                "repairs_total",
+                "Anti-entropy rounds by trigger (schedule, admin) and result (ok, failed)",
+                &["trigger", "result"],
+            )?,
+            repair_buckets: r.counters(
+                "repair_buckets_differing_total",
+                "Id buckets found differing between the replicas of a shard",
+                &["shard"],
+            )?,
+            repair_copied: r.counters(
+                "repair_points_copied_total",
+                "Points and tombstones copied between replicas by joins and repairs",
+                &["shard"],
             )?,
         })
     }

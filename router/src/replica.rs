@@ -1,10 +1,11 @@
-//! One replica's live state: requests in flight, health, and passive ejection with backoff.
+//! One replica's live state: requests in flight, health, passive ejection with backoff, and
+//! whether it is joining (being filled from a peer before it serves reads).
 //!
 //! The state is keyed by replica URL and carried across config reloads, so counters and
 //! ejections survive a reload that keeps the replica.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hints::HintLog;
@@ -34,6 +35,42 @@ pub struct ReplicaState {
     epoch: Instant,
     /// Writes the replica missed, when the router keeps hints for it.
     hints: Option<HintLog>,
+    /// Being filled from a peer: takes writes (as hints when it cannot), serves no reads.
+    joining: AtomicBool,
+    /// A join task owns this replica.
+    join_running: AtomicBool,
+    /// Buckets of the join's copy done, and in all.
+    join_done: AtomicU64,
+    join_total: AtomicU64,
+    /// An answer suggested it lost data (it did not know a collection): check it soon.
+    suspect: AtomicBool,
+    /// The identity of its data directory, as `/readyz` last reported it.
+    identity: Mutex<Option<String>>,
+}
+
+/// What a replica does now, as `/admin/cluster` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Serves reads and takes writes.
+    Serving,
+    /// Being filled from a peer; no reads yet.
+    Joining,
+    /// Missed writes are being replayed to it; no reads until they are.
+    Lagging,
+    /// Failing its health checks or ejected.
+    Down,
+}
+
+impl Role {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Serving => "serving",
+            Role::Joining => "joining",
+            Role::Lagging => "lagging",
+            Role::Down => "down",
+        }
+    }
 }
 
 /// Decrements the in-flight count when a request ends, however it ends.
@@ -67,7 +104,90 @@ impl ReplicaState {
             failed_probes: AtomicU32::new(0),
             epoch: Instant::now(),
             hints,
+            joining: AtomicBool::new(false),
+            join_running: AtomicBool::new(false),
+            join_done: AtomicU64::new(0),
+            join_total: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
+            identity: Mutex::new(None),
         })
+    }
+
+    /// What the replica does now.
+    pub fn role(&self) -> Role {
+        if !self.healthy() || self.ejected() {
+            Role::Down
+        } else if self.joining() {
+            Role::Joining
+        } else if self.lagging() {
+            Role::Lagging
+        } else {
+            Role::Serving
+        }
+    }
+
+    /// Whether the replica is being filled from a peer.
+    pub fn joining(&self) -> bool {
+        self.joining.load(Ordering::SeqCst)
+    }
+
+    /// Marks the replica joining; `false` when it already was.
+    pub fn start_joining(&self) -> bool {
+        self.join_done.store(0, Ordering::SeqCst);
+        !self.joining.swap(true, Ordering::SeqCst)
+    }
+
+    /// Claims the join for one task; `false` when another runs it.
+    pub fn claim_join(&self) -> bool {
+        !self.join_running.swap(true, Ordering::SeqCst)
+    }
+
+    /// Ends a join: `done` makes the replica serve again (once its hints are replayed);
+    /// otherwise it stays joining for another attempt.
+    pub fn end_join(&self, done: bool) {
+        if done {
+            self.joining.store(false, Ordering::SeqCst);
+        }
+        self.join_running.store(false, Ordering::SeqCst);
+    }
+
+    /// Sets how many buckets the join copies.
+    pub fn set_join_total(&self, total: u64) {
+        self.join_total.store(total, Ordering::SeqCst);
+    }
+
+    /// Counts buckets the join copied.
+    pub fn join_advanced(&self, buckets: u64) {
+        self.join_done.fetch_add(buckets, Ordering::SeqCst);
+    }
+
+    /// Buckets copied and in all.
+    pub fn join_progress(&self) -> (u64, u64) {
+        (
+            self.join_done.load(Ordering::SeqCst),
+            self.join_total.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Notes that an answer suggested lost data.
+    pub fn suspect(&self) {
+        self.suspect.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a check was asked for, clearing the request.
+    pub fn take_suspicion(&self) -> bool {
+        self.suspect.swap(false, Ordering::SeqCst)
+    }
+
+    /// Records the identity `/readyz` reported; `true` when it differs from the one seen
+    /// before (the replica came back with another data directory).
+    pub fn record_identity(&self, identity: &str) -> bool {
+        let mut known = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = known.as_deref().is_some_and(|k| k != identity);
+        if known.as_deref() != Some(identity) {
+            *known = Some(identity.to_string());
+        }
+        changed
     }
 
     /// The replica's missed writes, if the router keeps hints for it.
@@ -95,9 +215,10 @@ impl ReplicaState {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Whether the replica may serve reads: healthy, not ejected, and not missing writes.
+    /// Whether the replica may serve reads: healthy, not ejected, not joining, and not
+    /// missing writes.
     pub fn available(&self) -> bool {
-        self.healthy() && !self.ejected() && !self.lagging()
+        self.role() == Role::Serving
     }
 
     /// Whether the last active health check passed.
@@ -163,6 +284,27 @@ mod tests {
         assert!(r.record(false), "third consecutive failure ejects");
         assert!(r.ejected() && !r.available());
         assert_eq!(r.ejections(), 1);
+    }
+
+    #[test]
+    fn a_joining_replica_serves_no_reads_until_its_join_ends() {
+        let r = ReplicaState::new("http://a:1");
+        assert!(r.start_joining() && !r.start_joining());
+        assert_eq!(r.role(), Role::Joining);
+        assert!(r.claim_join() && !r.claim_join(), "one join task at a time");
+        r.end_join(false);
+        assert!(r.joining() && r.claim_join(), "a failed join is retried");
+        r.end_join(true);
+        assert_eq!(r.role(), Role::Serving);
+    }
+
+    #[test]
+    fn a_new_identity_is_a_replica_that_lost_its_data() {
+        let r = ReplicaState::new("http://a:1");
+        assert!(!r.record_identity("x"), "the first one seen is no change");
+        assert!(!r.record_identity("x"));
+        assert!(r.record_identity("y"));
+        assert!(!r.record_identity("y"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("/admin/cluster", "GET"),
     ("/admin/reload", "POST"),
     ("/admin/cache/purge", "POST"),
+    ("/admin/repair", "POST"),
 ];
 
 /// Largest accepted request body.
@@ -187,6 +188,11 @@ impl Handler for AdminApp {
                     ReloadOutcome::Failed(e) => json_error(409, &e),
                 },
             },
+            (Method::POST, "/admin/repair") => {
+                let report = crate::repair::repair(&self.gateway, "admin").await;
+                let failed = report.iter().any(|p| !p.errors.is_empty());
+                ok(json!({"status": if failed { "incomplete" } else { "ok" }, "shards": report}))
+            }
             (Method::POST, "/admin/cache/purge") => {
                 let body = match read_body(session).await {
                     Ok(b) => b,
@@ -260,8 +266,13 @@ fn cluster(gateway: &Gateway) -> serde_json::Value {
                     "ejected": r.state.ejected(),
                     "in_flight": r.state.in_flight(),
                     "ejections": r.state.ejections(),
+                    "state": r.state.role().as_str(),
                     "lagging": r.state.lagging(),
                     "pending_hints": r.state.hints().map_or(0, |h| h.pending()),
+                    "join": r.state.joining().then(|| {
+                        let (done, total) = r.state.join_progress();
+                        json!({"buckets_done": done, "buckets_total": total})
+                    }),
                 })).collect::<Vec<_>>(),
             }),
         })

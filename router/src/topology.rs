@@ -122,6 +122,9 @@ impl Live {
 
     /// Builds a topology for `config`, reusing the live state of replicas and built-in shards it
     /// keeps and opening new built-in shards (blocking: recovery reads their data).
+    ///
+    /// A replica added (by a reload) to a shard whose other replicas are already known starts
+    /// out joining: it is filled from them before it serves reads.
     pub fn build(&self, config: Config) -> Result<Topology, String> {
         let mut shards = Vec::with_capacity(config.shards.len());
         for s in &config.shards {
@@ -143,9 +146,12 @@ impl Live {
                 let hints_dir = config.server.data_dir.join("hints");
                 self.lock_hint_dir(&hints_dir)?;
                 let mut known = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+                let url_of =
+                    |r: &crate::config::ReplicaConfig| r.url.trim_end_matches('/').to_string();
+                let peers_known = s.replicas.iter().any(|r| known.contains_key(&url_of(r)));
                 let mut replicas = Vec::with_capacity(s.replicas.len());
                 for r in &s.replicas {
-                    let url = r.url.trim_end_matches('/').to_string();
+                    let url = url_of(r);
                     let state = match known.get(&url) {
                         Some(state) => state.clone(),
                         None => {
@@ -155,10 +161,12 @@ impl Live {
                                     hints_dir.display()
                                 )
                             })?;
-                            known
-                                .entry(url.clone())
-                                .or_insert(ReplicaState::with_hints(&url, log))
-                                .clone()
+                            let state = ReplicaState::with_hints(&url, log);
+                            if peers_known {
+                                tracing::info!(shard = %name, %url, "new replica joins: it is filled from its peers before it serves reads");
+                                state.start_joining();
+                            }
+                            known.entry(url.clone()).or_insert(state).clone()
                         }
                     };
                     replicas.push(Replica {

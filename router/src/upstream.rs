@@ -31,6 +31,14 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+impl Answer {
+    /// Whether this is shardd's 404 for a collection it does not hold.
+    pub fn lost_collection(&self) -> bool {
+        let needle = b"doesn't exist!";
+        self.status == 404 && self.body.windows(needle.len()).any(|w| w == needle)
+    }
+}
+
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {

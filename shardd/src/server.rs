@@ -121,9 +121,16 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         }
         (&Method::GET, "/readyz") => {
             return match state.shard.get() {
-                Some(_) => (
+                Some(shard) => (
                     "/readyz",
-                    reply(StatusCode::OK, text, b"all shards are ready".to_vec()),
+                    reply(
+                        StatusCode::OK,
+                        "application/json",
+                        serde_json::to_vec(
+                            &serde_json::json!({"status": "ready", "identity": shard.identity()}),
+                        )
+                        .unwrap_or_default(),
+                    ),
                 ),
                 None => (
                     "/readyz",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
-use crate::engine::collection::{Collection, PointVersion, Points};
+use crate::engine::collection::{Collection, Copied, PointVersion, Points};
 use crate::engine::filter::Filter;
 use crate::engine::params::CollectionConfig;
 use crate::engine::payload::WithPayload;
@@ -99,6 +99,28 @@ pub struct Shard {
     metrics: Arc<Metrics>,
     /// Versions writes that come without one (sent to the shard directly, not by a router).
     clock: Clock,
+    identity: String,
+}
+
+/// The name of the file holding a data directory's identity.
+pub const IDENTITY_FILE: &str = "IDENTITY";
+
+/// The identity of the data in `dir`, made (and stored durably) when the directory is new: a
+/// router that sees it change knows the replica lost its data and refills it.
+fn identity(dir: &Path, clock: &Clock) -> Result<String> {
+    let path = dir.join(IDENTITY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(&clock.now().to_le_bytes())
+    );
+    snapshot::write_atomically(&path, id.as_bytes())?;
+    Ok(id)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,6 +238,8 @@ impl Shard {
                 .with_label_values(&[&c.name])
                 .set(c.read().len() as i64);
         }
+        let clock = Clock::for_this_process();
+        let identity = identity(&dir, &clock)?;
         Ok(Shard {
             _lock: lock,
             snapshot_dir,
@@ -223,8 +247,14 @@ impl Shard {
             wal,
             snapshot_round: Mutex::new(()),
             metrics,
-            clock: Clock::for_this_process(),
+            clock,
+            identity,
         })
+    }
+
+    /// The identity of this shard's data directory (`/readyz` reports it).
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The engine's metrics.
@@ -398,12 +428,8 @@ impl Shard {
 
     /// Takes points and deletes copied from another replica, each with its version; what is
     /// held here stays where it is newer.
-    pub fn import(
-        &self,
-        name: &str,
-        points: Vec<(u64, PointWrite)>,
-        deleted: Vec<(PointId, u64)>,
-    ) -> Result<u64> {
+    pub fn import(&self, name: &str, copied: Copied) -> Result<u64> {
+        let Copied { points, deleted } = copied;
         let collection = self.collection(name)?;
         let points = {
             let (versions, writes): (Vec<u64>, Vec<PointWrite>) = points.into_iter().unzip();
@@ -444,11 +470,7 @@ impl Shard {
 
     /// The points among `ids` as written, each with its version, and the tombstones among
     /// them: what a replica copies to another.
-    pub fn export(
-        &self,
-        name: &str,
-        ids: &[PointId],
-    ) -> Result<(Vec<(u64, PointWrite)>, Vec<(PointId, u64)>)> {
+    pub fn export(&self, name: &str, ids: &[PointId]) -> Result<Copied> {
         Ok(self.collection(name)?.read().export(ids))
     }
 
@@ -727,12 +749,18 @@ mod tests {
         assert!(payload_of(&shard, 1).is_some(), "an older delete keeps it");
         shard.update_at("a", delete(), Some(30)).unwrap();
         shard.update_at("a", new("v25"), Some(25)).unwrap();
-        assert!(payload_of(&shard, 1).is_none(), "an older upsert does not revive it");
+        assert!(
+            payload_of(&shard, 1).is_none(),
+            "an older upsert does not revive it"
+        );
         shard.snapshot().unwrap();
         drop(shard);
         let shard = open(dir.path());
         shard.update_at("a", new("v29"), Some(29)).unwrap();
-        assert!(payload_of(&shard, 1).is_none(), "the tombstone survives a snapshot");
+        assert!(
+            payload_of(&shard, 1).is_none(),
+            "the tombstone survives a snapshot"
+        );
         shard.update_at("a", new("v31"), Some(31)).unwrap();
         assert_eq!(payload_of(&shard, 1).unwrap()["tag"], "v31");
     }
@@ -740,10 +768,7 @@ mod tests {
     #[test]
     fn imports_converge_on_the_same_winner_from_either_side() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (
-            open(&dir.path().join("a")),
-            open(&dir.path().join("b")),
-        );
+        let (a, b) = (open(&dir.path().join("a")), open(&dir.path().join("b")));
         for s in [&a, &b] {
             s.create_collection("a", config()).unwrap();
         }
@@ -753,13 +778,17 @@ mod tests {
             .unwrap();
         b.update_at("a", Update::Upsert(vec![tagged(2, "b")]), Some(5))
             .unwrap();
-        a.update_at("a", Update::Delete(Selector::Ids(vec![PointId::Num(2)])), Some(6))
-            .unwrap();
+        a.update_at(
+            "a",
+            Update::Delete(Selector::Ids(vec![PointId::Num(2)])),
+            Some(6),
+        )
+        .unwrap();
         let everything = [PointId::Num(1), PointId::Num(2)];
-        let (from_a, gone_a) = a.export("a", &everything).unwrap();
-        let (from_b, gone_b) = b.export("a", &everything).unwrap();
-        a.import("a", from_b, gone_b).unwrap();
-        b.import("a", from_a, gone_a).unwrap();
+        let from_a = a.export("a", &everything).unwrap();
+        let from_b = b.export("a", &everything).unwrap();
+        a.import("a", from_b).unwrap();
+        b.import("a", from_a).unwrap();
         let held = |s: &Shard| {
             let mut v = s.versions("a", |h| h.collect::<Vec<_>>()).unwrap();
             v.sort_by_key(|p| p.id);

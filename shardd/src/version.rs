@@ -85,7 +85,10 @@ mod tests {
         assert!(b > a && a & NODE_MASK == 7);
         let far = b + (1000 << LOW_BITS);
         clock.observe(far);
-        assert!(clock.now() > far, "a seen version from a clock ahead is passed");
+        assert!(
+            clock.now() > far,
+            "a seen version from a clock ahead is passed"
+        );
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

@@ -57,6 +57,23 @@ pub fn admin_json(url: &str) -> Value {
     body
 }
 
+/// `v` without the points' `version` fields: a version names the write that last changed a
+/// point (a router's clock or a shard's), so two deployments fed the same data differ there.
+pub fn unversioned(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("version");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
 /// The ids of a list of points or hits.
 pub fn ids(points: &Value) -> Vec<Value> {
     points
@@ -141,6 +158,11 @@ impl Stream {
             failed,
             errors,
         }
+    }
+
+    /// Searches that succeeded so far.
+    pub fn succeeded(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
     }
 
     /// Waits (up to a minute) until `n` searches succeeded.

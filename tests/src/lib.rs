@@ -405,10 +405,38 @@ impl Cluster {
     /// Rewrites the config file atomically: `routing` as `[routing]`, and every replica except
     /// `omit` = (shard, replica).
     pub fn write_config(&self, routing: &str, omit: Option<(usize, usize)>) {
+        let text = self.config_text(routing, omit, "router-data");
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("writing config");
+        std::fs::rename(&tmp, &self.config).expect("renaming config");
+    }
+
+    /// The data directory of replica `r` of shard `s`.
+    pub fn replica_dir(&self, s: usize, r: usize) -> PathBuf {
+        self.dir.path().join(format!("s{s}-{r}"))
+    }
+
+    /// Starts a new, empty replica of shard `s` and writes it into the config (reload to use it).
+    pub fn add_replica(&mut self, s: usize, routing: &str) {
+        let r = self.replicas[s].len();
+        let replica = shardd(&self.replica_dir(s, r), &[]);
+        self.replicas[s].push(replica);
+        self.write_config(routing, None);
+    }
+
+    /// Starts another router over the same shards (its own data directory, same routing).
+    pub fn another_router(&self, routing: &str) -> Process {
+        let config = self.dir.path().join("vecgate-2.toml");
+        std::fs::write(&config, self.config_text(routing, None, "router-2-data"))
+            .expect("writing config");
+        vecgate(&config)
+    }
+
+    fn config_text(&self, routing: &str, omit: Option<(usize, usize)>, data: &str) -> String {
         let mut text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nregion = \"{}\"\ndata_dir = \"{}\"\n\n[routing]\n{routing}\n",
             self.regions[0],
-            self.dir.path().join("router-data").display()
+            self.dir.path().join(data).display()
         );
         for (s, replicas) in self.replicas.iter().enumerate() {
             text.push_str(&format!("\n[[shards]]\nname = \"s{s}\"\nreplicas = [\n"));
@@ -417,15 +445,13 @@ impl Cluster {
                     text.push_str(&format!(
                         "  {{ url = \"{}\", region = \"{}\" }},\n",
                         p.url(),
-                        self.regions[r]
+                        self.regions.get(r).unwrap_or(&self.regions[0])
                     ));
                 }
             }
             text.push_str("]\n");
         }
-        let tmp = self.config.with_extension("tmp");
-        std::fs::write(&tmp, text).expect("writing config");
-        std::fs::rename(&tmp, &self.config).expect("renaming config");
+        text
     }
 
     /// The router's API URL.

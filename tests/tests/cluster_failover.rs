@@ -149,6 +149,9 @@ fn builtin_shards_are_snapshotted_every_snapshot_interval() {
     std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsnapshot_interval_s = 1\n\n[[shards]]\nname = \"local\"\nbuiltin = true\n", data.display())).unwrap();
     let mut router = vecgate(&config);
     setup(&router.url(), &random_vectors(20, DIM, 19));
+    // File times come from the kernel's coarse clock (a few ms behind): wait that out, so a
+    // snapshot taken during the writes cannot look newer than they are.
+    std::thread::sleep(Duration::from_millis(20));
     let written = std::time::SystemTime::now();
     let snapshot_since_writes = || {
         std::fs::read_dir(data.join("local/snapshots"))

@@ -27,7 +27,9 @@ use crate::upstream::{call_builtin, client, Answer, CallError};
 
 impl Ctx<'_> {
     /// Reads from one replica of `shard`, retrying other replicas on failure until the
-    /// deadline; an answer below 500 (a 4xx included) ends the read.
+    /// deadline; an answer below 500 (a 4xx included) ends the read, except a 404 while another
+    /// replica could still answer: a replica that lost its data (or has not been filled yet)
+    /// must not make a point or a collection disappear, so it is asked of the next one.
     pub(crate) async fn read_one(
         &self,
         shard: &ShardRoute,
@@ -58,6 +60,7 @@ impl Ctx<'_> {
             ShardKind::Remote(replicas) => {
                 let mut tried = Vec::new();
                 let mut attempts = Vec::new();
+                let mut not_found = None;
                 while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
                     tried.push(i);
                     let r = &replicas[i];
@@ -76,6 +79,13 @@ impl Ctx<'_> {
                         .await;
                     self.gw.observe(&shard.name, r, &result);
                     let kind = match result {
+                        Ok(a) if a.status == 404 => {
+                            if a.lost_collection() {
+                                r.state.suspect();
+                            }
+                            not_found = Some(a);
+                            continue;
+                        }
                         Ok(a) if a.status < 500 => return Ok(a),
                         Ok(a) => CallKind::Status(a.status),
                         Err(e) => kind_of(e),
@@ -85,7 +95,7 @@ impl Ctx<'_> {
                         kind,
                     });
                 }
-                Err(failed(attempts))
+                not_found.ok_or_else(|| failed(attempts))
             }
         }
     }

@@ -12,6 +12,7 @@ use shardd::engine::point::{PointId, PointWrite};
 use shardd::shard::Selector;
 
 use super::{encode_segment, read_result, Ctx, RawPayload};
+use crate::balance::Replica;
 use crate::error::GatewayError;
 use crate::hints::Hint;
 use crate::topology::{ShardKind, ShardRoute};
@@ -85,6 +86,7 @@ impl Ctx<'_> {
                             if queued {
                                 return (
                                     r,
+                                    hint,
                                     Err(CallError::Transport(
                                         "queued behind writes it missed".into(),
                                     )),
@@ -96,30 +98,46 @@ impl Ctx<'_> {
                             .call(&r.state.url, method, path, body, self.deadline)
                             .await;
                         self.gw.observe(&shard.name, r, &result);
-                        if !matches!(&result, Ok(a) if a.status < 500) {
-                            if let Some(log) = r.state.hints() {
-                                if let Err(e) = log.push(&hint) {
-                                    self.gw.hint_disk_failure(&r.state.url, &e);
-                                }
-                                self.gw
-                                    .metrics
-                                    .hints_pending
-                                    .with_label_values(&[&r.state.url])
-                                    .set(log.pending() as i64);
-                            }
+                        // A joining replica may not hold the collection yet: whatever it did not
+                        // take is kept for it, to replay once its copy is done.
+                        let kept = if r.state.joining() {
+                            !matches!(&result, Ok(a) if a.status == 200)
+                        } else {
+                            !matches!(&result, Ok(a) if a.status < 500)
+                        };
+                        if kept {
+                            self.keep_hint(r, &hint);
                         }
-                        (r, result)
+                        (r, hint, result)
                     }
                 });
+                let results = join_all(calls).await;
+                // Joining replicas get every write but count for nothing: the consistency level
+                // is over the replicas that serve.
+                let counted: Vec<_> = results
+                    .into_iter()
+                    .filter(|(r, _, _)| !r.state.joining())
+                    .collect();
                 let mut w = ShardWrite {
                     acks: 0,
-                    needed: needed_of(replicas.len()),
-                    replicas: replicas.len(),
+                    needed: needed_of(counted.len()),
+                    replicas: counted.len(),
                     answers: Vec::new(),
                     failures: Vec::new(),
                 };
-                for (r, result) in join_all(calls).await {
+                let acked = counted
+                    .iter()
+                    .any(|(_, _, result)| matches!(result, Ok(a) if a.status == 200));
+                for (r, hint, result) in counted {
                     match result {
+                        // A replica that does not know a collection its peer just wrote to lost
+                        // its data: it is refilled, and gets this write with its hints.
+                        Ok(a) if acked && a.status == 404 && a.lost_collection() => {
+                            r.state.suspect();
+                            self.keep_hint(r, &hint);
+                            w.failures
+                                .push(format!("{} does not hold the collection", r.state.url));
+                        }
                         Ok(a) => {
                             if a.status == 200 {
                                 w.acks += 1;
@@ -134,6 +152,20 @@ impl Ctx<'_> {
                 }
                 w
             }
+        }
+    }
+
+    /// Keeps a write `r` missed in its hint log, for replay.
+    fn keep_hint(&self, r: &Replica, hint: &Hint) {
+        if let Some(log) = r.state.hints() {
+            if let Err(e) = log.push(hint) {
+                self.gw.hint_disk_failure(&r.state.url, &e);
+            }
+            self.gw
+                .metrics
+                .hints_pending
+                .with_label_values(&[&r.state.url])
+                .set(log.pending() as i64);
         }
     }
 
@@ -180,15 +212,19 @@ impl Ctx<'_> {
         Ok(acknowledged)
     }
 
-    /// A write of points: answered with Qdrant's update result (the highest operation id).
+    /// A write of points, versioned by the router's clock so that every replica (and every
+    /// replay or copy of it) orders it the same way: answered with Qdrant's update result
+    /// (the highest operation id).
     async fn write(
         &self,
         method: &Method,
         path: &str,
         parts: Vec<(usize, Bytes)>,
     ) -> Result<UpdateResult, GatewayError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}version={}", self.gw.clock.now());
         let mut operation = 0;
-        for (shard, a) in self.write_answers(method, path, parts).await? {
+        for (shard, a) in self.write_answers(method, &path, parts).await? {
             if let Some(op) = read_result::<Written>(&shard, &a)?.operation_id {
                 operation = operation.max(op);
             }

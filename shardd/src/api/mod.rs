@@ -366,12 +366,9 @@ fn replicate(shard: &Shard, c: &str, r: Replication, started: Instant) -> Result
             })?;
             Ok(envelope(&held, started))
         }
-        Replication::Export(req) => {
-            let (points, deleted) = shard.export(c, &req.ids)?;
-            Ok(envelope(&replication::Copied { points, deleted }, started))
-        }
+        Replication::Export(req) => Ok(envelope(&shard.export(c, &req.ids)?, started)),
         Replication::Import(copied) => {
-            let seq = shard.import(c, copied.points, copied.deleted)?;
+            let seq = shard.import(c, copied)?;
             Ok(envelope(&update_result(seq, true), started))
         }
     }

@@ -8,10 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::collection::PointVersion;
+pub use crate::engine::collection::{Copied, PointVersion};
 use crate::engine::params::CollectionConfig;
 use crate::engine::payload_index::FieldType;
-use crate::engine::point::{PointId, PointWrite};
+use crate::engine::point::PointId;
 use crate::error::{Error, Result};
 
 /// Most buckets a digest may ask for.
@@ -67,15 +67,6 @@ pub struct ExportRequest {
     pub ids: Vec<PointId>,
 }
 
-/// Points with their versions and tombstones: an export's answer and an import's body.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Copied {
-    /// Whole points, each with the version of its last write.
-    pub points: Vec<(u64, PointWrite)>,
-    /// Deleted ids, each with the version of its delete.
-    pub deleted: Vec<(PointId, u64)>,
-}
-
 /// The typed body of a replication endpoint.
 #[derive(Debug)]
 pub enum Replication {
@@ -122,7 +113,12 @@ fn entry_hash(v: &PointVersion) -> u64 {
     }
     bytes[16..24].copy_from_slice(&v.version.to_le_bytes());
     bytes[24..32].copy_from_slice(&v.hash.to_le_bytes());
-    bytes[32] = u8::from(v.deleted) + if matches!(v.id, PointId::Uuid(_)) { 2 } else { 0 };
+    bytes[32] = u8::from(v.deleted)
+        + if matches!(v.id, PointId::Uuid(_)) {
+            2
+        } else {
+            0
+        };
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
@@ -148,7 +144,10 @@ mod tests {
             digests(&mut b.into_iter(), 4)
         );
         let c = [held(3, 1), held(1, 2), held(2, 1)];
-        let (da, dc) = (digests(&mut a.into_iter(), 4), digests(&mut c.into_iter(), 4));
+        let (da, dc) = (
+            digests(&mut a.into_iter(), 4),
+            digests(&mut c.into_iter(), 4),
+        );
         let differ: Vec<usize> = (0..4).filter(|&i| da[i] != dc[i]).collect();
         assert_eq!(differ, vec![bucket(&PointId::Num(1), 4) as usize]);
     }

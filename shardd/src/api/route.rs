@@ -10,12 +10,12 @@ use serde::de::DeserializeOwned;
 use crate::api::endpoint::{Endpoint, PathParams, Unrouted};
 use crate::api::parse_body;
 use crate::api::query_param;
+use crate::api::replication::{check_buckets, Replication};
 use crate::api::request::{
     Batch, CountRequest, CreateCollection, CreateIndexRequest, DeleteRequest, GetPointsRequest,
     LegacySearchRequest, QueryRequest, ScrollRequest, SetPayloadRequest, SparseStatsRequest,
     UpsertRequest,
 };
-use crate::api::replication::{check_buckets, Replication};
 use crate::api::seed::SeedSearch;
 use crate::engine::filter::Filter;
 use crate::engine::params::CollectionConfig;

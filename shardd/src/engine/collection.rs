@@ -130,6 +130,16 @@ pub struct PointVersion {
     pub deleted: bool,
 }
 
+/// Points with their versions and tombstones, as one replica copies them to another (an
+/// export's answer, an import's body).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Copied {
+    /// Whole points, each with the version of its last write.
+    pub points: Vec<(u64, PointWrite)>,
+    /// Deleted ids, each with the version of its delete.
+    pub deleted: Vec<(PointId, u64)>,
+}
+
 impl PointVersion {
     /// Whether this state replaces `other` between replicas: the higher version, and on equal
     /// versions the higher hash, so every replica picks the same one.
@@ -460,7 +470,10 @@ impl Points {
     /// Whether a write of `version` to `id` is newer than what is held (version 0: a write
     /// logged before versions existed, always applied).
     fn newer(&self, id: &PointId, version: u64) -> bool {
-        version == 0 || self.version_of(id).is_none_or(|held| version > held.version)
+        version == 0
+            || self
+                .version_of(id)
+                .is_none_or(|held| version > held.version)
     }
 
     /// Inserts or replaces points (whole points: vectors and payload) as write `seq` of
@@ -634,20 +647,17 @@ impl Points {
     /// Every point and tombstone with its version and hash, in no particular order.
     pub fn versions(&self) -> impl Iterator<Item = PointVersion> + '_ {
         let live = self.ids.keys().filter_map(|id| self.version_of(id));
-        let dead = self
-            .tombstones
-            .iter()
-            .map(|(&id, &version)| PointVersion {
-                id,
-                version,
-                hash: 0,
-                deleted: true,
-            });
+        let dead = self.tombstones.iter().map(|(&id, &version)| PointVersion {
+            id,
+            version,
+            hash: 0,
+            deleted: true,
+        });
         live.chain(dead)
     }
 
     /// The points among `ids` as written, with their versions, and the tombstones among them.
-    pub fn export(&self, ids: &[PointId]) -> (Vec<(u64, PointWrite)>, Vec<(PointId, u64)>) {
+    pub fn export(&self, ids: &[PointId]) -> Copied {
         let mut points = Vec::new();
         let mut deleted = Vec::new();
         for id in ids {
@@ -667,7 +677,7 @@ impl Points {
                 deleted.push((*id, version));
             }
         }
-        (points, deleted)
+        Copied { points, deleted }
     }
 
     /// Merges `payload` into each point's payload (under `key` when given), or replaces it

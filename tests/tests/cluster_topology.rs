@@ -1,0 +1,379 @@
+//! End-to-end tests of an elastic topology under streaming searches and writes: a replica added
+//! empty, a replica that lost its data directory, two routers writing the same ids, and
+//! anti-entropy repair of writes a replica never saw.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use e2e::fixture::*;
+use e2e::*;
+use serde_json::{json, Value};
+
+/// Every point a replica holds (payloads and vectors), in id order, read from it directly.
+fn replica_points(url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut offset = Value::Null;
+    loop {
+        let mut body = json!({"limit": 1000, "with_payload": true, "with_vector": true});
+        if !offset.is_null() {
+            body["offset"] = offset;
+        }
+        let page = ok(
+            "POST",
+            &format!("{url}/collections/docs/points/scroll"),
+            Some(&body),
+        );
+        out.extend(page["points"].as_array().unwrap().iter().cloned());
+        offset = page["next_page_offset"].clone();
+        if offset.is_null() {
+            return out;
+        }
+    }
+}
+
+/// Waits (up to `within`) until every replica in `/admin/cluster` is `serving`.
+fn wait_all_serving(admin: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let cluster = admin_json(&format!("{admin}/admin/cluster"));
+        let states: Vec<Value> = cluster["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["replicas"].as_array().unwrap().clone())
+            .map(|r| r["state"].clone())
+            .collect();
+        if states.iter().all(|s| s == "serving") {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "replicas not serving after {within:?}: {cluster}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts that every replica of every shard holds exactly the same points.
+fn assert_replicas_identical(cluster: &Cluster) {
+    for (s, replicas) in cluster.replicas.iter().enumerate() {
+        let first = replica_points(&replicas[0].url());
+        assert!(!first.is_empty(), "shard {s} holds nothing");
+        for r in &replicas[1..] {
+            let other = replica_points(&r.url());
+            assert_eq!(first.len(), other.len(), "shard {s}: point counts differ");
+            assert!(first == other, "shard {s}: replicas hold different points");
+        }
+    }
+}
+
+/// What each id should hold after the last write acknowledged for it: the upsert's `rev`, or
+/// nothing once deleted.
+type Expected = BTreeMap<u64, Option<u64>>;
+
+/// One writer upserting and deleting ids 5000..5300 through the router, one write at a time;
+/// it remembers what each id should hold after the last write acknowledged for it.
+struct Writer {
+    handle: JoinHandle<(Expected, Vec<String>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn start(url: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let agent = client();
+            let mut expected = BTreeMap::new();
+            let mut errors = Vec::new();
+            let mut i = 0u64;
+            while !flag.load(Ordering::SeqCst) && i < 20_000 {
+                i += 1;
+                let (path, body, id, state) = if i.is_multiple_of(7) {
+                    let id = 5000 + (i * 3) % 300;
+                    ("points/delete", json!({"points": [id]}), id, None)
+                } else {
+                    let id = 5000 + i % 300;
+                    let v = vec![(i as f32).cos(); DIM];
+                    let p = json!({"points": [{"id": id, "vector": v, "payload": {"rev": i}}]});
+                    ("points", p, id, Some(i))
+                };
+                let at = format!("{url}/collections/docs/{path}?wait=true");
+                let r = if state.is_some() {
+                    agent.put(&at).send_json(body)
+                } else {
+                    agent.post(&at).send_json(body)
+                };
+                match r {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        expected.insert(id, state);
+                    }
+                    Ok(mut r) => errors.push(r.body_mut().read_to_string().unwrap_or_default()),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (expected, errors)
+        });
+        Writer { handle, stop }
+    }
+
+    fn finish(self) -> (Expected, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Every acknowledged write is what the router reads back: the last upsert's `rev`, or gone.
+fn assert_writes_kept(url: &str, expected: &Expected) {
+    assert!(expected.len() > 50, "too few writes: {}", expected.len());
+    for (id, state) in expected {
+        let (status, body) = call("GET", &format!("{url}/collections/docs/points/{id}"), None);
+        match state {
+            Some(rev) => {
+                assert_eq!(status, 200, "point {id}: {body}");
+                assert_eq!(body["result"]["payload"]["rev"], json!(rev), "point {id}");
+            }
+            None => assert_eq!(status, 404, "deleted point {id} is back: {body}"),
+        }
+    }
+}
+
+#[test]
+fn replicas_added_empty_are_filled_before_they_serve_and_then_equal_their_peers() {
+    let mut cluster = Cluster::start(3, &["eu"], "");
+    setup(&cluster.url(), &random_vectors(900, DIM, 11));
+    ok(
+        "PUT",
+        &format!("{}/collections/docs/index", cluster.url()),
+        Some(&json!({"field_name": "group", "field_schema": "keyword"})),
+    );
+    let stream = Stream::start(cluster.url(), 2);
+    let writer = Writer::start(cluster.url());
+    stream.wait_for_ok(100);
+    for s in 0..3 {
+        cluster.add_replica(s, "");
+    }
+    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
+    assert_eq!(status, 200, "{body}");
+    let joining = admin_json(&format!("{}/admin/cluster", cluster.admin()));
+    let new_states: Vec<&Value> = joining["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["replicas"][1]["state"])
+        .collect();
+    assert!(
+        new_states
+            .iter()
+            .all(|s| *s == "joining" || *s == "serving"),
+        "{joining}"
+    );
+    wait_all_serving(&cluster.admin(), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let (expected, write_errors) = writer.finish();
+    let (succeeded, failed, first_error) = stream.finish();
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    assert!(succeeded > 100);
+    assert!(
+        write_errors.is_empty(),
+        "{} failed writes, the first: {:?}",
+        write_errors.len(),
+        write_errors.first()
+    );
+    assert_replicas_identical(&cluster);
+    assert_writes_kept(&cluster.url(), &expected);
+    for replicas in &cluster.replicas {
+        let info = ok(
+            "GET",
+            &format!("{}/collections/docs", replicas[1].url()),
+            None,
+        );
+        assert_eq!(
+            info["payload_schema"]["group"]["data_type"], "keyword",
+            "the payload index was copied: {info}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &cluster.admin(),
+            "vecgate_replica_joins_total",
+            &["result=\"done\""]
+        ),
+        3.0
+    );
+}
+
+#[test]
+fn a_replica_whose_data_directory_was_deleted_is_refilled_without_a_failed_search() {
+    // One acknowledgement, so writes go on while the replica is away (with two replicas a
+    // quorum is both): every one of them must be on the refilled replica afterwards.
+    let mut cluster = Cluster::start(3, &["eu", "eu"], "write_consistency = \"one\"");
+    setup(&cluster.url(), &random_vectors(900, DIM, 12));
+    let stream = Stream::start(cluster.url(), 2);
+    let writer = Writer::start(cluster.url());
+    stream.wait_for_ok(100);
+    cluster.replicas[0][1].kill9();
+    std::fs::remove_dir_all(cluster.replica_dir(0, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.replicas[0][1].restart();
+    let started = Instant::now();
+    while metric(
+        &cluster.admin(),
+        "vecgate_replica_joins_total",
+        &["result=\"done\""],
+    ) < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the wiped replica was not refilled: {}",
+            admin_json(&format!("{}/admin/cluster", cluster.admin()))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_all_serving(&cluster.admin(), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let (expected, write_errors) = writer.finish();
+    let (_, failed, first_error) = stream.finish();
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    assert!(
+        write_errors.is_empty(),
+        "{} failed writes, the first: {:?}",
+        write_errors.len(),
+        write_errors.first()
+    );
+    assert_replicas_identical(&cluster);
+    assert_writes_kept(&cluster.url(), &expected);
+}
+
+#[test]
+fn a_replica_that_lost_a_collection_fails_no_search_and_is_refilled() {
+    let cluster = Cluster::start(1, &["eu", "eu"], "");
+    setup(&cluster.url(), &random_vectors(300, DIM, 15));
+    let stream = Stream::start(cluster.url(), 2);
+    stream.wait_for_ok(100);
+    // Behind the router's back, as an operator's mistake would: the replica stays up and
+    // healthy, and answers 404 for the collection.
+    ok(
+        "DELETE",
+        &format!("{}/collections/docs", cluster.replicas[0][1].url()),
+        None,
+    );
+    let started = Instant::now();
+    while metric(
+        &cluster.admin(),
+        "vecgate_replica_joins_total",
+        &["result=\"done\""],
+    ) < 1.0
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "not refilled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stream.wait_for_ok(stream.succeeded() + 200);
+    let (_, failed, first_error) = stream.finish();
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    assert_replicas_identical(&cluster);
+}
+
+#[test]
+fn two_routers_writing_the_same_ids_leave_every_replica_identical() {
+    let cluster = Cluster::start(2, &["eu", "eu"], "repair_interval_s = 0");
+    let second = cluster.another_router("repair_interval_s = 0");
+    setup(&cluster.url(), &random_vectors(50, DIM, 13));
+    let routers = [cluster.url(), second.url()];
+    // Every round, the four writers write the same five ids at the same moment (one of them
+    // deletes them every fourth round), so the replicas of a shard receive them in different
+    // orders; each id's final state is decided by its own round.
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let writers: Vec<JoinHandle<usize>> = (0..4)
+        .map(|t| {
+            let url = routers[t % 2].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let agent = client();
+                let mut acked = 0;
+                for round in 0..80u64 {
+                    let ids = round * 5..round * 5 + 5;
+                    barrier.wait();
+                    let r = if t == 3 && round.is_multiple_of(4) {
+                        agent
+                            .post(&format!("{url}/collections/docs/points/delete?wait=true"))
+                            .send_json(json!({"points": ids.collect::<Vec<u64>>()}))
+                    } else {
+                        let points: Vec<Value> = ids
+                            .map(|id| {
+                                let v = vec![((t as u64 * 1000 + id) as f32).sin(); DIM];
+                                json!({"id": id, "vector": v, "payload": {"writer": t}})
+                            })
+                            .collect();
+                        agent
+                            .put(&format!("{url}/collections/docs/points?wait=true"))
+                            .send_json(json!({"points": points}))
+                    };
+                    acked += usize::from(matches!(r, Ok(r) if r.status().as_u16() == 200));
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(acked, 320, "every write acknowledged");
+    assert_replicas_identical(&cluster);
+}
+
+#[test]
+fn repair_brings_every_replica_the_writes_it_never_saw() {
+    let cluster = Cluster::start(1, &["eu", "eu"], "repair_interval_s = 0");
+    setup(&cluster.url(), &random_vectors(300, DIM, 14));
+    let behind_the_router = cluster.replicas[0][1].url();
+    let points: Vec<Value> = (1000..1010u64)
+        .map(|id| json!({"id": id, "vector": vec![0.5; DIM], "payload": {"direct": true}}))
+        .collect();
+    ok(
+        "PUT",
+        &format!("{behind_the_router}/collections/docs/points?wait=true"),
+        Some(&json!({"points": points})),
+    );
+    ok(
+        "POST",
+        &format!("{behind_the_router}/collections/docs/points/delete?wait=true"),
+        Some(&json!({"points": [1, 2, 3]})),
+    );
+    ok(
+        "POST",
+        &format!("{behind_the_router}/collections/docs/points/payload?wait=true"),
+        Some(&json!({"points": [4], "payload": {"patched": 1}})),
+    );
+    let report = {
+        let (status, body) = call("POST", &format!("{}/admin/repair", cluster.admin()), None);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    assert_eq!(report["status"], "ok", "{report}");
+    let docs = &report["shards"][0]["collections"]["docs"];
+    assert_eq!(
+        docs["copied"],
+        json!(14),
+        "10 upserts, 3 deletes, 1 payload: {report}"
+    );
+    assert_replicas_identical(&cluster);
+    let again = {
+        let (_, body) = call("POST", &format!("{}/admin/repair", cluster.admin()), None);
+        body
+    };
+    assert_eq!(
+        again["shards"][0]["collections"]["docs"]["buckets_differing"],
+        json!(0),
+        "{again}"
+    );
+    assert_eq!(
+        metric(
+            &cluster.admin(),
+            "vecgate_repair_points_copied_total",
+            &["shard=\"s0\""]
+        ),
+        14.0
+    );
+}
