@@ -660,17 +660,20 @@ impl Ctx<'_> {
             .map_or(routing.read_policy, |c| c.read_policy)
     }
 
-    fn owner(&self, id: &PointId) -> usize {
-        self.topo
-            .ring
-            .owner(id)
-            .expect("a validated config has at least one shard")
-    }
-
-    fn by_owner<T>(&self, items: Vec<T>, id: impl Fn(&T) -> PointId) -> BTreeMap<usize, Vec<T>> {
+    /// Items grouped by the shards `targets` sends each to (one, or two while points move).
+    fn by_targets<T: Clone>(
+        &self,
+        items: Vec<T>,
+        id: impl Fn(&T) -> PointId,
+        targets: impl Fn(&PointId) -> (usize, Option<usize>),
+    ) -> BTreeMap<usize, Vec<T>> {
         let mut parts: BTreeMap<usize, Vec<T>> = BTreeMap::new();
         for item in items {
-            parts.entry(self.owner(&id(&item))).or_default().push(item);
+            let (first, second) = targets(&id(&item));
+            if let Some(second) = second {
+                parts.entry(second).or_default().push(item.clone());
+            }
+            parts.entry(first).or_default().push(item);
         }
         parts
     }

@@ -16,7 +16,8 @@
 //!   replica from a peer, and anti-entropy between replicas).
 //! - [`cache`]: the result cache (moka in process, Redis through fred), keyed at the route.
 //! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay, joins,
-//!   repair rounds, checkpoints), [`metrics`].
+//!   repair rounds, checkpoints), [`reshard`] (moving points after the shard set changed),
+//!   [`metrics`].
 
 pub mod balance;
 pub mod cache;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod reload;
 pub mod repair;
 pub mod replica;
+pub mod reshard;
 pub mod ring;
 pub mod scatter;
 pub mod server;

@@ -33,6 +33,7 @@ pub async fn run(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             tokio::spawn(crate::cache::warm::warm(warm_after.clone(), "join"));
         });
         replay_hints(&gateway).await;
+        crate::reshard::start(&gateway);
         since_repair += 1;
         let every = gateway.topology().config.routing.repair_interval_s;
         if every > 0 && since_repair >= every {

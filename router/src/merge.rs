@@ -1,7 +1,7 @@
 //! Gathering: merging per-shard top-k lists into the answer one shard holding every point gives.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use shardd::engine::params::Distance;
 use shardd::query::Hit;
@@ -43,14 +43,16 @@ impl<H: Hit> Ord for Head<'_, H> {
 
 /// Merges per-shard lists, each sorted best first and holding that shard's best
 /// `offset + limit`, into the global `offset..offset + limit` window. A point listed by two
-/// shards (possible only while data moves between them) is kept once, at its better rank.
-/// The winners are moved out of the lists, not copied.
+/// shards (possible only while data moves between them) is kept once: its copy with the
+/// highest version, which is the current one. The winners are moved out of the lists, not
+/// copied.
 pub fn merge_top_k<H: Hit>(
     lists: Vec<Vec<H>>,
     distance: Distance,
     offset: usize,
     limit: usize,
 ) -> Vec<H> {
+    let newest = newest_versions(&lists);
     let winners: Vec<(usize, usize)> = {
         let mut heap: BinaryHeap<Head<'_, H>> = lists
             .iter()
@@ -79,7 +81,11 @@ pub fn merge_top_k<H: Hit>(
                     distance,
                 });
             }
-            if !seen.insert(point.id()) {
+            if newest
+                .get(&point.id())
+                .is_some_and(|&v| point.version() < v)
+                || !seen.insert(point.id())
+            {
                 continue;
             }
             if skipped < offset {
@@ -103,10 +109,25 @@ pub fn merge_top_k<H: Hit>(
         .collect()
 }
 
-/// Merges per-shard lists in id order (listings and scroll pages), each point once.
+/// The highest version of each point listed more than once (empty when none is, as when no
+/// data is moving).
+fn newest_versions<H: Hit>(lists: &[Vec<H>]) -> HashMap<shardd::engine::point::PointId, u64> {
+    let mut seen = HashMap::new();
+    let mut newest = HashMap::new();
+    for p in lists.iter().flatten() {
+        if let Some(v) = seen.insert(p.id(), p.version()) {
+            let top = newest.entry(p.id()).or_insert(v);
+            *top = (*top).max(p.version());
+        }
+    }
+    newest
+}
+
+/// Merges per-shard lists in id order (listings and scroll pages), each point once: its copy
+/// with the highest version.
 pub fn merge_by_id<H: Hit>(lists: Vec<Vec<H>>) -> Vec<H> {
     let mut all: Vec<H> = lists.into_iter().flatten().collect();
-    all.sort_by_key(Hit::id);
+    all.sort_by(|a, b| a.id().cmp(&b.id()).then(b.version().cmp(&a.version())));
     all.dedup_by_key(|p| p.id());
     all
 }
@@ -151,6 +172,30 @@ mod tests {
                 .collect();
             prop_assert_eq!(merge_top_k(lists, distance, offset, limit), want);
         }
+    }
+
+    #[test]
+    fn of_two_copies_the_newer_is_kept_whatever_its_rank() {
+        let stale = point(1, 0.9);
+        let fresh = ScoredPoint {
+            version: 2,
+            ..point(1, 0.1)
+        };
+        let lists = vec![vec![stale, point(2, 0.5)], vec![point(3, 0.4), fresh]];
+        let got: Vec<(PointId, u64)> = merge_top_k(lists.clone(), Distance::Cosine, 0, 10)
+            .iter()
+            .map(|p| (p.id, p.version))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (PointId::Num(2), 0),
+                (PointId::Num(3), 0),
+                (PointId::Num(1), 2)
+            ]
+        );
+        let by_id: Vec<u64> = merge_by_id(lists).iter().map(|p| p.version).collect();
+        assert_eq!(by_id, vec![2, 0, 0]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The router's Prometheus metrics: client requests, replica calls by outcome, ejections,
 //! reloads, hints, replica joins and anti-entropy repair.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use shardd::metrics::Registrar;
 
 /// Router-level metrics.
@@ -35,6 +35,12 @@ pub struct RouterMetrics {
     pub repair_buckets: IntCounterVec,
     /// Points and tombstones copied between replicas (joins and repairs), by shard.
     pub repair_copied: IntCounterVec,
+    /// 1 while points move to a new shard set.
+    pub move_running: IntGauge,
+    /// Moves by result (`done`, `failed`: a step failed and is retried).
+    pub moves: IntCounterVec,
+    /// Points and tombstones moved to their new owner.
+    pub moved: IntCounter,
 }
 
 impl RouterMetrics {
@@ -115,6 +121,19 @@ impl RouterMetrics {
                 "repair_points_copied_total",
                 "Points and tombstones copied between replicas by joins and repairs",
                 &["shard"],
+            )?,
+            move_running: r.gauge(
+                "move_running",
+                "1 while points move to a new shard set",
+            )?,
+            moves: r.counters(
+                "moves_total",
+                "Moves by result (done; failed: a step failed and is retried)",
+                &["result"],
+            )?,
+            moved: r.counter(
+                "move_points_total",
+                "Points and tombstones moved to their new owner",
             )?,
         })
     }

@@ -60,6 +60,10 @@ impl Hit for RawHit {
         self.id
     }
 
+    fn version(&self) -> u64 {
+        self.version
+    }
+
     fn score(&self) -> f32 {
         self.score
     }

@@ -247,17 +247,23 @@ async fn purge(gateway: &Gateway, body: &[u8]) -> Answer {
     )
 }
 
-/// `/admin/cluster`: each shard's replicas with health, in-flight requests and ejections.
+/// `/admin/cluster`: each shard (draining ones too, while a move runs) with its replicas'
+/// state, health, in-flight requests, ejections and hints, and the move in progress.
 fn cluster(gateway: &Gateway) -> serde_json::Value {
     let topo = gateway.topology();
+    let serving = topo.serving().len();
     let shards: Vec<_> = topo
         .shards
         .iter()
-        .map(|s| match &s.kind {
-            ShardKind::Builtin(_) => json!({"name": s.name, "builtin": true, "replicas": []}),
+        .enumerate()
+        .map(|(i, s)| match &s.kind {
+            ShardKind::Builtin(_) => {
+                json!({"name": s.name, "builtin": true, "draining": i >= serving, "replicas": []})
+            }
             ShardKind::Remote(rs) => json!({
                 "name": s.name,
                 "builtin": false,
+                "draining": i >= serving,
                 "replicas": rs.iter().map(|r| json!({
                     "url": r.state.url,
                     "region": r.region,
@@ -277,5 +283,14 @@ fn cluster(gateway: &Gateway) -> serde_json::Value {
             }),
         })
         .collect();
-    json!({"region": topo.config.server.region, "shards": shards})
+    let moving = topo.moving.as_ref().map(|m| {
+        let p = &m.progress;
+        json!({
+            "from": p.from,
+            "to": p.to,
+            "phase": p.phase().as_str(),
+            "moved": p.moved.load(std::sync::atomic::Ordering::SeqCst),
+        })
+    });
+    json!({"region": topo.config.server.region, "shards": shards, "move": moving})
 }

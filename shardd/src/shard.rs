@@ -455,6 +455,23 @@ impl Shard {
         self.log_and_apply(name, op, held)
     }
 
+    /// Forgets points (and tombstones) this shard no longer owns, each only if it holds no
+    /// newer version than the one given.
+    pub fn evict(&self, name: &str, points: Vec<(PointId, u64)>) -> Result<u64> {
+        let collection = self.collection(name)?;
+        let held = collection.write();
+        if held.dropped {
+            return Err(Error::NotFound(format!(
+                "Collection `{name}` doesn't exist!"
+            )));
+        }
+        let op = Op::Evict {
+            collection: name.to_string(),
+            points,
+        };
+        self.log_and_apply(name, op, held)
+    }
+
     /// Runs `f` over every point and tombstone of a collection with its version and content
     /// hash (under the read lock), for comparing replicas.
     pub fn versions<T>(

@@ -1,14 +1,16 @@
 //! The `docs` collection the cluster tests share: its data, its setup through any endpoint, and a
 //! stream of searches that counts what failed.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::{call, client, metric, ok, Process};
+use crate::{call, client, metric, ok, Cluster, Process};
 
 /// The dimension of the `docs` collection.
 pub const DIM: usize = 8;
@@ -183,5 +185,136 @@ impl Stream {
             self.failed.load(Ordering::SeqCst),
             first,
         )
+    }
+}
+
+/// Every point a replica holds (payloads and vectors), in id order, read from it directly.
+pub fn replica_points(url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut offset = Value::Null;
+    loop {
+        let mut body = json!({"limit": 1000, "with_payload": true, "with_vector": true});
+        if !offset.is_null() {
+            body["offset"] = offset;
+        }
+        let page = ok(
+            "POST",
+            &format!("{url}/collections/docs/points/scroll"),
+            Some(&body),
+        );
+        out.extend(page["points"].as_array().unwrap().iter().cloned());
+        offset = page["next_page_offset"].clone();
+        if offset.is_null() {
+            return out;
+        }
+    }
+}
+
+/// Waits (up to `within`) until every replica in `/admin/cluster` is `serving`.
+pub fn wait_all_serving(admin: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let cluster = admin_json(&format!("{admin}/admin/cluster"));
+        let states: Vec<Value> = cluster["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["replicas"].as_array().unwrap().clone())
+            .map(|r| r["state"].clone())
+            .collect();
+        if states.iter().all(|s| s == "serving") {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "replicas not serving after {within:?}: {cluster}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts that every replica of every shard holds exactly the same points.
+pub fn assert_replicas_identical(cluster: &Cluster) {
+    for (s, replicas) in cluster.replicas.iter().enumerate() {
+        let first = replica_points(&replicas[0].url());
+        assert!(!first.is_empty(), "shard {s} holds nothing");
+        for r in &replicas[1..] {
+            let other = replica_points(&r.url());
+            assert_eq!(first.len(), other.len(), "shard {s}: point counts differ");
+            assert!(first == other, "shard {s}: replicas hold different points");
+        }
+    }
+}
+
+/// What each id should hold after the last write acknowledged for it: the upsert's `rev`, or
+/// nothing once deleted.
+pub type Expected = BTreeMap<u64, Option<u64>>;
+
+/// One writer upserting and deleting ids 5000..5300 through the router, one write at a time;
+/// it remembers what each id should hold after the last write acknowledged for it.
+pub struct Writer {
+    handle: JoinHandle<(Expected, Vec<String>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Starts the writer against the router at `url`.
+    pub fn start(url: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let agent = client();
+            let mut expected = BTreeMap::new();
+            let mut errors = Vec::new();
+            let mut i = 0u64;
+            while !flag.load(Ordering::SeqCst) && i < 20_000 {
+                i += 1;
+                let (path, body, id, state) = if i.is_multiple_of(7) {
+                    let id = 5000 + (i * 3) % 300;
+                    ("points/delete", json!({"points": [id]}), id, None)
+                } else {
+                    let id = 5000 + i % 300;
+                    let v = vec![(i as f32).cos(); DIM];
+                    let p = json!({"points": [{"id": id, "vector": v, "payload": {"rev": i}}]});
+                    ("points", p, id, Some(i))
+                };
+                let at = format!("{url}/collections/docs/{path}?wait=true");
+                let r = if state.is_some() {
+                    agent.put(&at).send_json(body)
+                } else {
+                    agent.post(&at).send_json(body)
+                };
+                match r {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        expected.insert(id, state);
+                    }
+                    Ok(mut r) => errors.push(r.body_mut().read_to_string().unwrap_or_default()),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (expected, errors)
+        });
+        Writer { handle, stop }
+    }
+
+    /// Stops it; returns what each id should hold and the errors of failed writes.
+    pub fn finish(self) -> (Expected, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Every acknowledged write is what the router reads back: the last upsert's `rev`, or gone.
+pub fn assert_writes_kept(url: &str, expected: &Expected) {
+    assert!(expected.len() > 50, "too few writes: {}", expected.len());
+    for (id, state) in expected {
+        let (status, body) = call("GET", &format!("{url}/collections/docs/points/{id}"), None);
+        match state {
+            Some(rev) => {
+                assert_eq!(status, 200, "point {id}: {body}");
+                assert_eq!(body["result"]["payload"]["rev"], json!(rev), "point {id}");
+            }
+            None => assert_eq!(status, 404, "deleted point {id} is back: {body}"),
+        }
     }
 }

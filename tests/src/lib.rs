@@ -373,6 +373,8 @@ pub struct Cluster {
     pub config: PathBuf,
     /// The region of replica `j` of every shard; the router runs in `regions[0]`.
     pub regions: Vec<String>,
+    /// Shards left out of the config (still running, to be drained).
+    pub dropped: Vec<usize>,
     dir: tempfile::TempDir,
 }
 
@@ -395,6 +397,7 @@ impl Cluster {
             router: Process::placeholder(),
             config,
             regions,
+            dropped: Vec::new(),
             dir,
         };
         c.write_config(routing, None);
@@ -424,6 +427,22 @@ impl Cluster {
         self.write_config(routing, None);
     }
 
+    /// Starts a new shard (one replica per region) and writes it into the config.
+    pub fn add_shard(&mut self, routing: &str) {
+        let s = self.replicas.len();
+        let replicas = (0..self.regions.len())
+            .map(|r| shardd(&self.replica_dir(s, r), &[]))
+            .collect();
+        self.replicas.push(replicas);
+        self.write_config(routing, None);
+    }
+
+    /// Takes shard `s` out of the config (its replicas keep running, to be drained).
+    pub fn drop_shard(&mut self, s: usize, routing: &str) {
+        self.dropped.push(s);
+        self.write_config(routing, None);
+    }
+
     /// Starts another router over the same shards (its own data directory, same routing).
     pub fn another_router(&self, routing: &str) -> Process {
         let config = self.dir.path().join("vecgate-2.toml");
@@ -439,6 +458,9 @@ impl Cluster {
             self.dir.path().join(data).display()
         );
         for (s, replicas) in self.replicas.iter().enumerate() {
+            if self.dropped.contains(&s) {
+                continue;
+            }
             text.push_str(&format!("\n[[shards]]\nname = \"s{s}\"\nreplicas = [\n"));
             for (r, p) in replicas.iter().enumerate() {
                 if omit != Some((s, r)) {

@@ -25,6 +25,9 @@ use crate::scatter::RawHit;
 use crate::topology::{ShardKind, ShardRoute};
 use crate::upstream::{call_builtin, client, Answer, CallError};
 
+/// Ids per page of a count taken while points move.
+const COUNT_PAGE: usize = 10_000;
+
 impl Ctx<'_> {
     /// Reads from one replica of `shard`, retrying other replicas on failure until the
     /// deadline; an answer below 500 (a 4xx included) ends the read, except a 404 while another
@@ -119,11 +122,20 @@ impl Ctx<'_> {
         .await;
         let mut results = Vec::with_capacity(answers.len());
         let mut failures = Vec::new();
+        let mut lacking = None;
         for (shard, answer) in self.topo.shards.iter().zip(answers) {
             match answer {
+                // While points move, a new shard may not hold the collection yet: it has
+                // nothing to add.
+                Ok(a) if self.topo.moving.is_some() && a.lost_collection() => {
+                    lacking = Some((shard, a));
+                }
                 Ok(a) => results.push(read_result(&shard.name, &a)?),
                 Err(f) => failures.push(f),
             }
+        }
+        if let (true, Some((shard, a))) = (results.is_empty() && failures.is_empty(), lacking) {
+            return Err(read_result::<Value>(&shard.name, &a).expect_err("a 404 is a refusal"));
         }
         if !failures.is_empty() && (!self.topo.config.routing.allow_partial || results.is_empty()) {
             return Err(GatewayError::Unreachable(failures));
@@ -170,7 +182,7 @@ impl Ctx<'_> {
         for key in ["points_count", "indexed_vectors_count"] {
             info[key] = json!(results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>());
         }
-        info["config"]["params"]["shard_number"] = json!(self.topo.shards.len());
+        info["config"]["params"]["shard_number"] = json!(self.topo.serving().len());
         if let Some(fields) = info["payload_schema"].as_object().cloned() {
             for field in fields.keys() {
                 let points: u64 = results
@@ -215,7 +227,13 @@ impl Ctx<'_> {
     ) -> Result<Done, GatewayError> {
         let path = format!("/collections/{}/points", encode_segment(c));
         let policy = self.policy(c);
-        let parts = self.by_owner(req.ids.clone(), |id| *id);
+        // While points move, a point may be on its previous owner too: both are asked, and
+        // the copy with the higher version is the current one.
+        let parts = self.by_targets(
+            req.ids.clone(),
+            |id| *id,
+            |id| (self.topo.owner(id), self.topo.previous_owner(id)),
+        );
         let calls = parts.into_iter().map(|(i, ids)| {
             let body = serde_json::to_vec(&GetPointsRequest {
                 ids,
@@ -234,7 +252,11 @@ impl Ctx<'_> {
         });
         let mut found: HashMap<PointId, RawHit> = HashMap::new();
         for records in join_all(calls).await {
-            found.extend(records?.into_iter().map(|r| (r.id, r)));
+            for r in records? {
+                if found.get(&r.id).is_none_or(|held| held.version < r.version) {
+                    found.insert(r.id, r);
+                }
+            }
         }
         let ordered: Vec<RawHit> = req.ids.iter().filter_map(|id| found.remove(id)).collect();
         Ok(Done::ok(Written::Records(ordered).to_bytes(false, started)))
@@ -246,10 +268,18 @@ impl Ctx<'_> {
         id: PointId,
         path: &str,
     ) -> Result<Done, GatewayError> {
-        let shard = &self.topo.shards[self.owner(&id)];
+        let shard = &self.topo.shards[self.topo.owner(&id)];
         let answer = self
             .read_one(shard, self.policy(c), &Method::GET, path, Bytes::new())
             .await?;
+        // While points move, one not yet copied is on its previous owner.
+        if let (404, Some(previous)) = (answer.status, self.topo.previous_owner(&id)) {
+            let shard = &self.topo.shards[previous];
+            return Ok(self
+                .read_one(shard, self.policy(c), &Method::GET, path, Bytes::new())
+                .await?
+                .into());
+        }
         Ok(answer.into())
     }
 
@@ -290,6 +320,9 @@ impl Ctx<'_> {
         struct Count {
             count: u64,
         }
+        if self.topo.moving.is_some() {
+            return self.count_distinct(c, body, started).await;
+        }
         let path = format!("/collections/{}/points/count", encode_segment(c));
         let (counts, partial) = self
             .scatter::<Count>(c, &Method::POST, &path, body.clone())
@@ -303,6 +336,68 @@ impl Ctx<'_> {
                 started,
             )
             .into(),
+            partial,
+        })
+    }
+
+    /// A count while points move, when a point may be on two shards: the distinct ids of a
+    /// scroll over every shard (ids only), which costs a pass over the matching points.
+    async fn count_distinct(
+        &self,
+        c: &str,
+        body: &Bytes,
+        started: StdInstant,
+    ) -> Result<Done, GatewayError> {
+        #[derive(Deserialize)]
+        struct Page {
+            points: Vec<RawHit>,
+            next_page_offset: Option<PointId>,
+        }
+        let filter = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("filter").cloned())
+            .unwrap_or(Value::Null);
+        let path = format!("/collections/{}/points/scroll", encode_segment(c));
+        let (mut count, mut offset, mut partial) = (0u64, None::<PointId>, Vec::new());
+        loop {
+            let mut req = json!({"limit": COUNT_PAGE, "with_payload": false, "with_vector": false});
+            if !filter.is_null() {
+                req["filter"] = filter.clone();
+            }
+            if let Some(o) = offset {
+                req["offset"] = json!(o);
+            }
+            let (pages, missing) = self
+                .scatter::<Page>(
+                    c,
+                    &Method::POST,
+                    &path,
+                    serde_json::to_vec(&req).unwrap_or_default().into(),
+                )
+                .await?;
+            partial.extend(missing);
+            // Each shard's page ends where its next one starts; ids below the lowest of those
+            // ends are complete across shards, so they are counted, and the next round starts
+            // there.
+            let end = pages.iter().filter_map(|p| p.next_page_offset).min();
+            let mut ids: Vec<PointId> = pages
+                .into_iter()
+                .flat_map(|p| p.points.into_iter().map(|h| h.id))
+                .filter(|id| end.is_none_or(|e| *id < e))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            count += ids.len() as u64;
+            match end {
+                Some(e) => offset = Some(e),
+                None => break,
+            }
+        }
+        partial.sort();
+        partial.dedup();
+        Ok(Done {
+            status: 200,
+            body: envelope(&CountResult { count }, started).into(),
             partial,
         })
     }

@@ -184,10 +184,18 @@ impl Ctx<'_> {
         });
         let mut acknowledged = Vec::new();
         let mut short = Vec::new();
+        let mut missing = None;
         for (shard, w) in join_all(calls).await {
             if let Some(refused) = w.answers.iter().find(|a| (400..500).contains(&a.status)) {
-                return Err(read_result::<Value>(&shard.name, refused)
-                    .expect_err("4xx answers are refusals"));
+                let refusal = read_result::<Value>(&shard.name, refused)
+                    .expect_err("4xx answers are refusals");
+                // While points move, a payload write goes to both of a point's shards, and one of
+                // them may not hold it (yet, or any more): that one is not a refusal.
+                if self.topo.moving.is_some() && refused.status == 404 {
+                    missing = Some(refusal);
+                    continue;
+                }
+                return Err(refusal);
             }
             if w.acks < w.needed {
                 short.push(format!(
@@ -209,7 +217,10 @@ impl Ctx<'_> {
         if !short.is_empty() {
             return Err(GatewayError::Unacknowledged(short));
         }
-        Ok(acknowledged)
+        match missing {
+            Some(refusal) if acknowledged.is_empty() => Err(refusal),
+            _ => Ok(acknowledged),
+        }
     }
 
     /// A write of points, versioned by the router's clock so that every replica (and every
@@ -239,15 +250,17 @@ impl Ctx<'_> {
     }
 
     /// Per-shard bodies: the client's own when one shard takes everything, else `part`'s
-    /// encoding of each shard's share.
-    fn parts<T>(
+    /// encoding of each shard's share (a share goes to two shards while its points move;
+    /// `delete` says whether the write removes them).
+    fn parts<T: Clone>(
         &self,
         items: Vec<T>,
         id: impl Fn(&T) -> PointId,
+        delete: bool,
         original: &Bytes,
         part: impl Fn(Vec<T>) -> Vec<u8>,
     ) -> Vec<(usize, Bytes)> {
-        let by_owner = self.by_owner(items, id);
+        let by_owner = self.by_targets(items, id, |id| self.topo.write_targets(id, delete));
         if by_owner.len() == 1 && self.topo.shards.len() == 1 {
             return by_owner
                 .into_keys()
@@ -265,11 +278,12 @@ impl Ctx<'_> {
     fn by_selector(
         &self,
         selector: Selector,
+        delete: bool,
         original: &Bytes,
         part: impl Fn(Vec<PointId>) -> Vec<u8>,
     ) -> Vec<(usize, Bytes)> {
         match selector {
-            Selector::Ids(ids) => self.parts(ids, |id| *id, original, part),
+            Selector::Ids(ids) => self.parts(ids, |id| *id, delete, original, part),
             Selector::Filter(_) => self.all_shards(original),
         }
     }
@@ -328,6 +342,7 @@ impl Ctx<'_> {
         let parts = self.parts(
             points,
             |p| p.id,
+            false,
             original,
             |share: Vec<PointWrite<Option<RawPayload>>>| {
                 serde_json::to_vec(&UpsertOut(share.as_slice())).unwrap_or_default()
@@ -343,7 +358,7 @@ impl Ctx<'_> {
         original: &Bytes,
     ) -> Result<UpdateResult, GatewayError> {
         let path = format!("/collections/{}/points/delete?wait=true", encode_segment(c));
-        let parts = self.by_selector(selector, original, |share| {
+        let parts = self.by_selector(selector, true, original, |share| {
             serde_json::to_vec(&DeleteRequest {
                 points: Some(share),
                 filter: None,
@@ -367,7 +382,7 @@ impl Ctx<'_> {
             "/collections/{}/points/payload?wait=true",
             encode_segment(c)
         );
-        let parts = self.by_selector(selector, original, |share| {
+        let parts = self.by_selector(selector, false, original, |share| {
             serde_json::to_vec(&SetPayloadRequest {
                 payload: &payload,
                 points: Some(share),

@@ -71,6 +71,8 @@ pub enum Endpoint {
     ReplicationExport,
     /// `PUT /collections/{c}/replication/import`.
     ReplicationImport,
+    /// `PUT /collections/{c}/replication/evict`.
+    ReplicationEvict,
 }
 
 /// Every endpoint: its method and path template (`{c}` a collection, `{field}` a payload key,
@@ -184,6 +186,11 @@ const TABLE: &[(Method, &str, Endpoint)] = &[
         Method::PUT,
         "/collections/{c}/replication/import",
         Endpoint::ReplicationImport,
+    ),
+    (
+        Method::PUT,
+        "/collections/{c}/replication/evict",
+        Endpoint::ReplicationEvict,
     ),
 ];
 
@@ -339,6 +346,7 @@ impl Endpoint {
                 | Endpoint::OverwritePayload
                 | Endpoint::ReplicationAdopt
                 | Endpoint::ReplicationImport
+                | Endpoint::ReplicationEvict
         )
     }
 

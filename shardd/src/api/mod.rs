@@ -371,6 +371,10 @@ fn replicate(shard: &Shard, c: &str, r: Replication, started: Instant) -> Result
             let seq = shard.import(c, copied)?;
             Ok(envelope(&update_result(seq, true), started))
         }
+        Replication::Evict(req) => {
+            let seq = shard.evict(c, req.points)?;
+            Ok(envelope(&update_result(seq, true), started))
+        }
     }
 }
 

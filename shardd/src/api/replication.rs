@@ -67,6 +67,13 @@ pub struct ExportRequest {
     pub ids: Vec<PointId>,
 }
 
+/// `PUT .../replication/evict`: points a shard no longer owns, with the versions copied.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvictRequest {
+    /// (id, version) pairs.
+    pub points: Vec<(PointId, u64)>,
+}
+
 /// The typed body of a replication endpoint.
 #[derive(Debug)]
 pub enum Replication {
@@ -82,6 +89,8 @@ pub enum Replication {
     Export(ExportRequest),
     /// `PUT .../replication/import`.
     Import(Copied),
+    /// `PUT .../replication/evict`.
+    Evict(EvictRequest),
 }
 
 /// Checks a bucket count.

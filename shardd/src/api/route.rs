@@ -285,6 +285,7 @@ impl<P: DeserializeOwned + Clone> Route<P> {
             Endpoint::ReplicationImport => {
                 Body::Replication(Replication::Import(parse_body(body)?))
             }
+            Endpoint::ReplicationEvict => Body::Replication(Replication::Evict(parse_body(body)?)),
         };
         Ok(Route {
             endpoint,

@@ -644,6 +644,22 @@ impl Points {
         Ok(())
     }
 
+    /// Forgets points (and tombstones) this replica no longer owns, each only if what it holds
+    /// is no newer than the version given (the one copied to the owner); no tombstone is left.
+    pub fn evict(&mut self, seq: u64, points: &[(PointId, u64)]) -> Result<()> {
+        for (id, version) in points {
+            if self
+                .version_of(id)
+                .is_some_and(|held| held.version <= *version)
+            {
+                self.remove(id, 0)?;
+                self.tombstones.remove(id);
+            }
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
     /// Every point and tombstone with its version and hash, in no particular order.
     pub fn versions(&self) -> impl Iterator<Item = PointVersion> + '_ {
         let live = self.ids.keys().filter_map(|id| self.version_of(id));

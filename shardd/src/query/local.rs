@@ -17,6 +17,10 @@ impl Hit for ScoredPoint {
         self.id
     }
 
+    fn version(&self) -> u64 {
+        self.version
+    }
+
     fn score(&self) -> f32 {
         self.score
     }

@@ -30,6 +30,9 @@ use plan::{needs_more, GroupsPlan, ListRequest, QueryPlan, Stage, StageQuery, MA
 pub trait Hit: Clone + Send + Sync {
     /// The point's id.
     fn id(&self) -> PointId;
+    /// The version of the write that last changed it: of two copies (while points move between
+    /// shards), the higher is current.
+    fn version(&self) -> u64;
     /// Its score.
     fn score(&self) -> f32;
     /// Replaces its score (fusion).

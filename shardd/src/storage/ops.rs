@@ -39,6 +39,11 @@ pub enum Op {
         #[serde(default)]
         version: u64,
     },
+    /// Points (and tombstones) a shard no longer owns, forgotten up to the versions given.
+    Evict {
+        collection: String,
+        points: Vec<(PointId, u64)>,
+    },
     /// Points and deletes copied from another replica, each with its own version.
     Import {
         collection: String,
@@ -73,6 +78,7 @@ impl Op {
             Op::Upsert { collection, .. }
             | Op::Delete { collection, .. }
             | Op::Import { collection, .. }
+            | Op::Evict { collection, .. }
             | Op::SetPayload { collection, .. }
             | Op::CreateFieldIndex { collection, .. }
             | Op::DropFieldIndex { collection, .. } => collection,
@@ -95,6 +101,9 @@ impl Op {
                 deleted,
                 ..
             } => points.import(seq, writes, &deleted),
+            Op::Evict {
+                points: evicted, ..
+            } => points.evict(seq, &evicted),
             Op::SetPayload {
                 ids,
                 payload,

@@ -1,0 +1,335 @@
+//! Resharding: after the shard set changes, the points whose owner changed move to it, online.
+//!
+//! The workflow is Vitess's (copy, then switch writes, then clean up), staged in the phases of
+//! [`Phase`]: while *preparing*, every serving shard gets every collection (configuration and
+//! payload indexes) and writes still go where the previous set placed each point; while
+//! *copying*, writes go to both of a point's shards and each shard's misplaced points are
+//! copied to their owner (with their versions, so a copy never replaces a newer write) and
+//! then forgotten where they were (only up to the version copied); while *settling*, only
+//! deletes still reach the previous owner, and after the longest request could still be in
+//! flight one more pass clears the copies writes left behind. Then `placement.json` records
+//! the new set and the topology drops the drained shards.
+//!
+//! Throughout, searches and scrolls read every shard, serving and draining, and keep one copy
+//! of each point (the highest version); get-by-id asks both of a point's shards; counts are of
+//! distinct ids. A point is always somewhere: it is forgotten only after its owner has it. A
+//! router killed in the middle resumes from `placement.json` when it starts again; every step
+//! can be repeated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::Method;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use shardd::api::replication::{
+    Copied, EvictRequest, ExportRequest, PointVersion, VersionsRequest,
+};
+use shardd::engine::point::PointId;
+use tokio::time::Instant;
+
+use crate::gateway::{encode_segment, Gateway};
+use crate::repair::BUCKETS;
+use crate::topology::{write_placement, MoveProgress, Phase, ShardKind, ShardRoute, Topology};
+use crate::upstream::{call_builtin, client, Answer, CallError};
+
+/// Buckets listed per call.
+const BUCKETS_PER_CALL: usize = 8;
+/// Points copied per call.
+const POINTS_PER_COPY: usize = 256;
+/// Deadline of one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    result: T,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    collections: Vec<Named>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+async fn call_one(
+    shard: &ShardRoute,
+    url: Option<&str>,
+    method: &Method,
+    path: &str,
+    body: Bytes,
+) -> Result<Answer, String> {
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    let result = match (&shard.kind, url) {
+        (ShardKind::Builtin(s), _) => {
+            call_builtin(s.clone(), method.clone(), path.to_string(), body, deadline).await
+        }
+        (ShardKind::Remote(_), Some(url)) => client().call(url, method, path, body, deadline).await,
+        (ShardKind::Remote(_), None) => Err(CallError::Transport("no replica is up".into())),
+    };
+    let where_ = url.unwrap_or("built-in");
+    match result {
+        Ok(a) if a.status == 200 => Ok(a),
+        Ok(a) => Err(format!(
+            "shard {} ({where_}): {method} {path} answered {}: {}",
+            shard.name,
+            a.status,
+            String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
+        )),
+        Err(e) => Err(format!(
+            "shard {} ({where_}): {method} {path}: {e}",
+            shard.name
+        )),
+    }
+}
+
+fn result<T: DeserializeOwned>(a: &Answer) -> Result<T, String> {
+    serde_json::from_slice::<Envelope<T>>(&a.body)
+        .map(|e| e.result)
+        .map_err(|e| format!("unreadable answer: {e}"))
+}
+
+/// Reads from one serving replica of `shard` (the built-in one in process).
+async fn read<T: DeserializeOwned>(
+    shard: &ShardRoute,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<T, String> {
+    let url = match &shard.kind {
+        ShardKind::Builtin(_) => None,
+        ShardKind::Remote(rs) => rs
+            .iter()
+            .find(|r| r.state.available())
+            .map(|r| r.state.url.as_str()),
+    };
+    result(&call_one(shard, url, &method, path, body.into()).await?)
+}
+
+/// Writes to every replica of `shard` that is not joining (a joining one gets the shard's
+/// data from its peer); all of them must take it.
+async fn write_all(
+    shard: &ShardRoute,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let body = Bytes::from(body);
+    match &shard.kind {
+        ShardKind::Builtin(_) => call_one(shard, None, &method, path, body).await.map(drop),
+        ShardKind::Remote(rs) => {
+            let calls = rs
+                .iter()
+                .filter(|r| !r.state.joining())
+                .map(|r| call_one(shard, Some(&r.state.url), &method, path, body.clone()));
+            join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map(drop)
+        }
+    }
+}
+
+fn replication_path(c: &str, what: &str) -> String {
+    format!("/collections/{}/replication/{what}", encode_segment(c))
+}
+
+async fn collections_of(shard: &ShardRoute) -> Result<BTreeSet<String>, String> {
+    let listed: Listed = read(shard, Method::GET, "/collections", Vec::new()).await?;
+    Ok(listed.collections.into_iter().map(|c| c.name).collect())
+}
+
+/// Whether the running topology still runs the move `progress` tracks.
+fn current(gateway: &Gateway, progress: &Arc<MoveProgress>) -> Option<Arc<Topology>> {
+    let topo = gateway.topology();
+    let same = topo
+        .moving
+        .as_ref()
+        .is_some_and(|m| Arc::ptr_eq(&m.progress, progress));
+    same.then_some(topo)
+}
+
+/// Starts the move of the running topology, when there is one and nothing runs it.
+pub fn start(gateway: &Arc<Gateway>) {
+    let topo = gateway.topology();
+    let Some(m) = &topo.moving else { return };
+    let progress = m.progress.clone();
+    if progress.running.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    gateway.metrics.move_running.set(1);
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match run(&gateway, &progress).await {
+            Ok(true) => {
+                gateway.metrics.moves.with_label_values(&["done"]).inc();
+                gateway.metrics.move_running.set(0);
+                tracing::info!(
+                    to = ?progress.to,
+                    moved = progress.moved.load(Ordering::SeqCst),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "move done: every point is on its owner"
+                );
+            }
+            Ok(false) => tracing::info!("move replaced by a newer one"),
+            Err(e) => {
+                gateway.metrics.moves.with_label_values(&["failed"]).inc();
+                tracing::warn!(error = %e, phase = progress.phase().as_str(), "move step failed; retrying");
+            }
+        }
+        progress.running.store(false, Ordering::SeqCst);
+    });
+}
+
+/// Runs the move from its current phase to the end; `false` when a reload replaced it.
+async fn run(gateway: &Arc<Gateway>, progress: &Arc<MoveProgress>) -> Result<bool, String> {
+    tracing::info!(from = ?progress.from, to = ?progress.to, phase = progress.phase().as_str(), "moving points to a new shard set");
+    if progress.phase() == Phase::Preparing {
+        let Some(topo) = current(gateway, progress) else {
+            return Ok(false);
+        };
+        prepare(&topo).await?;
+        progress.enter(Phase::Copying);
+    }
+    if progress.phase() == Phase::Copying {
+        if !pass(gateway, progress).await? {
+            return Ok(false);
+        }
+        progress.enter(Phase::Settling);
+    }
+    let Some(topo) = current(gateway, progress) else {
+        return Ok(false);
+    };
+    // Writes sent to both shards before settling began may still be in flight.
+    tokio::time::sleep(
+        Duration::from_millis(topo.config.routing.timeout_ms) + Duration::from_secs(1),
+    )
+    .await;
+    if !pass(gateway, progress).await? {
+        return Ok(false);
+    }
+    let Some(topo) = current(gateway, progress) else {
+        return Ok(false);
+    };
+    write_placement(&topo.config.server.data_dir, &topo.config.shards)?;
+    let (gw, config) = (gateway.clone(), topo.config.clone());
+    let settled = tokio::task::spawn_blocking(move || gw.build(config))
+        .await
+        .map_err(|e| e.to_string())??;
+    gateway.swap(settled);
+    Ok(true)
+}
+
+/// Gives every serving shard every collection some shard holds (configuration and payload
+/// indexes), before any write or point is sent there.
+async fn prepare(topo: &Topology) -> Result<(), String> {
+    let held = join_all(topo.shards.iter().map(collections_of)).await;
+    let held: Vec<BTreeSet<String>> = held.into_iter().collect::<Result<_, _>>()?;
+    for (i, shard) in topo.serving().iter().enumerate() {
+        for c in held.iter().flatten().collect::<BTreeSet<_>>() {
+            if held[i].contains(c) {
+                continue;
+            }
+            let from = held
+                .iter()
+                .position(|h| h.contains(c))
+                .expect("held somewhere");
+            let spec: Box<RawValue> = read(
+                &topo.shards[from],
+                Method::GET,
+                &replication_path(c, "spec"),
+                Vec::new(),
+            )
+            .await?;
+            write_all(
+                shard,
+                Method::PUT,
+                &replication_path(c, "spec"),
+                spec.get().as_bytes().to_vec(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One pass over every shard: each point (and tombstone) not on its owner is copied there and
+/// then forgotten where it was. Returns `false` when a reload replaced the move.
+async fn pass(gateway: &Gateway, progress: &Arc<MoveProgress>) -> Result<bool, String> {
+    let Some(topo) = current(gateway, progress) else {
+        return Ok(false);
+    };
+    for (i, shard) in topo.shards.iter().enumerate() {
+        for c in collections_of(shard).await? {
+            let path = replication_path(&c, "versions");
+            let buckets: Vec<u32> = (0..BUCKETS).collect();
+            for chunk in buckets.chunks(BUCKETS_PER_CALL) {
+                if current(gateway, progress).is_none() {
+                    return Ok(false);
+                }
+                let asked = serde_json::to_vec(&VersionsRequest {
+                    buckets: BUCKETS,
+                    of: chunk.to_vec(),
+                })
+                .unwrap_or_default();
+                let held: Vec<PointVersion> = read(shard, Method::POST, &path, asked).await?;
+                let mut misplaced: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
+                for v in held {
+                    let owner = topo.owner(&v.id);
+                    if owner != i {
+                        misplaced.entry(owner).or_default().push(v.id);
+                    }
+                }
+                for (owner, ids) in misplaced {
+                    for batch in ids.chunks(POINTS_PER_COPY) {
+                        let moved = copy(shard, &topo.shards[owner], &c, batch).await?;
+                        progress.moved.fetch_add(moved as u64, Ordering::SeqCst);
+                        gateway.metrics.moved.inc_by(moved as u64);
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Copies `ids` of `c` from `from` to `to` (every replica), then forgets them on `from` up to
+/// the versions copied; returns how many moved.
+async fn copy(
+    from: &ShardRoute,
+    to: &ShardRoute,
+    c: &str,
+    ids: &[PointId],
+) -> Result<usize, String> {
+    let asked = serde_json::to_vec(&ExportRequest { ids: ids.to_vec() }).unwrap_or_default();
+    let exported: Copied = read(from, Method::POST, &replication_path(c, "export"), asked).await?;
+    let copied: Vec<(PointId, u64)> = exported
+        .points
+        .iter()
+        .map(|(version, p)| (p.id, *version))
+        .chain(exported.deleted.iter().copied())
+        .collect();
+    write_all(
+        to,
+        Method::PUT,
+        &replication_path(c, "import"),
+        serde_json::to_vec(&exported).unwrap_or_default(),
+    )
+    .await?;
+    let evict = serde_json::to_vec(&EvictRequest {
+        points: copied.clone(),
+    })
+    .unwrap_or_default();
+    write_all(from, Method::PUT, &replication_path(c, "evict"), evict).await?;
+    Ok(copied.len())
+}

@@ -1,0 +1,268 @@
+//! End-to-end tests of resharding under streaming searches and writes: a shard added to a live
+//! cluster, a shard removed, and a router killed in the middle of a move.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use e2e::fixture::*;
+use e2e::*;
+use serde_json::{json, Value};
+
+/// Points `setup` wrote: they carry `n`, which the writer's points do not.
+const FIXED: usize = 900;
+
+fn fixed_filter() -> Value {
+    json!({"must": [{"key": "n", "range": {"gte": 0}}]})
+}
+
+/// The ids a scroll through the router returns for the fixed points, every page.
+fn scrolled_ids(url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut offset = Value::Null;
+    loop {
+        let mut body = json!({"limit": 128, "filter": fixed_filter(), "with_payload": false});
+        if !offset.is_null() {
+            body["offset"] = offset;
+        }
+        let page = ok(
+            "POST",
+            &format!("{url}/collections/docs/points/scroll"),
+            Some(&body),
+        );
+        out.extend(ids(&page["points"]));
+        offset = page["next_page_offset"].clone();
+        if offset.is_null() {
+            return out;
+        }
+    }
+}
+
+/// Checks, over and over until stopped, that count, scroll and get-by-id of the fixed points
+/// are exact; returns how many rounds passed and the first wrong answer.
+struct Checker {
+    handle: JoinHandle<(usize, Option<String>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Checker {
+    fn start(url: String) -> Checker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !flag.load(Ordering::SeqCst) && rounds < 2_000 {
+                rounds += 1;
+                let count = ok(
+                    "POST",
+                    &format!("{url}/collections/docs/points/count"),
+                    Some(&json!({"filter": fixed_filter(), "exact": true})),
+                )["count"]
+                    .clone();
+                if count != json!(FIXED) {
+                    return (rounds, Some(format!("count {count}")));
+                }
+                let scrolled = scrolled_ids(&url);
+                let distinct: BTreeSet<String> = scrolled.iter().map(Value::to_string).collect();
+                if scrolled.len() != FIXED || distinct.len() != FIXED {
+                    return (
+                        rounds,
+                        Some(format!(
+                            "scroll {} ids, {} distinct",
+                            scrolled.len(),
+                            distinct.len()
+                        )),
+                    );
+                }
+                let id = (rounds * 37) % FIXED;
+                let id = if id.is_multiple_of(5) {
+                    format!("00000000-0000-0000-0000-{id:012}")
+                } else {
+                    id.to_string()
+                };
+                let (status, body) =
+                    call("GET", &format!("{url}/collections/docs/points/{id}"), None);
+                if status != 200 {
+                    return (rounds, Some(format!("get {id}: {status} {body}")));
+                }
+            }
+            (rounds, None)
+        });
+        Checker { handle, stop }
+    }
+
+    fn finish(self) -> (usize, Option<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Waits (up to `within`) until the router reports no move and one finished.
+fn wait_moved(admin: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let done = metric(admin, "vecgate_moves_total", &["result=\"done\""]);
+        let cluster = admin_json(&format!("{admin}/admin/cluster"));
+        if done >= 1.0 && cluster["move"].is_null() {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "move not done after {within:?}: {cluster}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Points held by the first replica of each shard, read from it directly.
+fn held_per_shard(cluster: &Cluster) -> Vec<usize> {
+    cluster
+        .replicas
+        .iter()
+        .map(|r| replica_points(&r[0].url()).len())
+        .collect()
+}
+
+/// After a move: each point on exactly one shard (the per-shard counts add up to the total),
+/// the replicas of each shard equal, and count, scroll and get-by-id exact.
+fn assert_settled(cluster: &Cluster, expected: &Expected) {
+    let live_writes = expected.values().filter(|s| s.is_some()).count();
+    let total = FIXED + live_writes;
+    let held = held_per_shard(cluster);
+    assert_eq!(
+        held.iter().sum::<usize>(),
+        total,
+        "every point on one shard only: {held:?}"
+    );
+    let count = ok(
+        "POST",
+        &format!("{}/collections/docs/points/count", cluster.url()),
+        Some(&json!({})),
+    )["count"]
+        .clone();
+    assert_eq!(count, json!(total));
+    assert_eq!(scrolled_ids(&cluster.url()).len(), FIXED);
+    assert_writes_kept(&cluster.url(), expected);
+    assert_replicas_identical_where_held(cluster);
+}
+
+/// [`assert_replicas_identical`] over the shards still in the config.
+fn assert_replicas_identical_where_held(cluster: &Cluster) {
+    for (s, replicas) in cluster.replicas.iter().enumerate() {
+        if cluster.dropped.contains(&s) {
+            continue;
+        }
+        let first = replica_points(&replicas[0].url());
+        for r in &replicas[1..] {
+            assert!(
+                first == replica_points(&r.url()),
+                "shard {s}: replicas differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_shard_added_to_a_live_cluster_takes_its_share_without_a_failed_search() {
+    let mut cluster = Cluster::start(2, &["eu", "eu"], "");
+    setup(&cluster.url(), &random_vectors(FIXED, DIM, 21));
+    let stream = Stream::start(cluster.url(), 2);
+    let writer = Writer::start(cluster.url());
+    let checker = Checker::start(cluster.url());
+    stream.wait_for_ok(100);
+    cluster.add_shard("");
+    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
+    assert_eq!(status, 200, "{body}");
+    wait_moved(&cluster.admin(), Duration::from_secs(120));
+    let (rounds, wrong) = checker.finish();
+    let (expected, write_errors) = writer.finish();
+    let (succeeded, failed, first_error) = stream.finish();
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    assert!(succeeded > 100);
+    assert!(
+        write_errors.is_empty(),
+        "{} failed writes, the first: {:?}",
+        write_errors.len(),
+        write_errors.first()
+    );
+    assert!(rounds > 0 && wrong.is_none(), "during the move: {wrong:?}");
+    assert_settled(&cluster, &expected);
+    let held = held_per_shard(&cluster);
+    let total: usize = held.iter().sum();
+    assert!(
+        held[2] * 5 > total,
+        "the new shard holds a fair share: {held:?}"
+    );
+}
+
+#[test]
+fn a_removed_shard_is_drained_before_it_leaves() {
+    let mut cluster = Cluster::start(3, &["eu", "eu"], "");
+    setup(&cluster.url(), &random_vectors(FIXED, DIM, 22));
+    let stream = Stream::start(cluster.url(), 2);
+    let writer = Writer::start(cluster.url());
+    let checker = Checker::start(cluster.url());
+    stream.wait_for_ok(100);
+    cluster.drop_shard(1, "");
+    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
+    assert_eq!(status, 200, "{body}");
+    wait_moved(&cluster.admin(), Duration::from_secs(120));
+    let (rounds, wrong) = checker.finish();
+    let (expected, write_errors) = writer.finish();
+    let (_, failed, first_error) = stream.finish();
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    assert!(
+        write_errors.is_empty(),
+        "{} failed writes, the first: {:?}",
+        write_errors.len(),
+        write_errors.first()
+    );
+    assert!(rounds > 0 && wrong.is_none(), "during the move: {wrong:?}");
+    let shards = admin_json(&format!("{}/admin/cluster", cluster.admin()))["shards"].clone();
+    assert_eq!(shards.as_array().unwrap().len(), 2, "{shards}");
+    for r in &cluster.replicas[1] {
+        assert!(
+            replica_points(&r.url()).is_empty(),
+            "the removed shard is drained"
+        );
+    }
+    assert_settled(&cluster, &expected);
+}
+
+#[test]
+fn a_router_killed_in_the_middle_of_a_move_finishes_it_after_a_restart() {
+    let mut cluster = Cluster::start(2, &["eu"], "");
+    let bulk = random_vectors(6_000, DIM, 23);
+    setup(&cluster.url(), &bulk);
+    cluster.add_shard("");
+    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    while metric(&cluster.admin(), "vecgate_move_points_total", &[]) < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no point moved"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.router.kill9();
+    let moved_before = held_per_shard(&cluster);
+    cluster.router = vecgate(&cluster.config);
+    wait_moved(&cluster.admin(), Duration::from_secs(120));
+    let held = held_per_shard(&cluster);
+    assert_eq!(
+        held.iter().sum::<usize>(),
+        bulk.len(),
+        "nothing lost or duplicated: {held:?} (at the kill: {moved_before:?})"
+    );
+    let count = ok(
+        "POST",
+        &format!("{}/collections/docs/points/count", cluster.url()),
+        Some(&json!({})),
+    )["count"]
+        .clone();
+    assert_eq!(count, json!(bulk.len()));
+    assert!(held[2] > 0);
+}
