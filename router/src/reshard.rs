@@ -40,8 +40,11 @@ use crate::upstream::{call_builtin, client, Answer, CallError};
 
 /// Buckets listed per call.
 const BUCKETS_PER_CALL: usize = 8;
-/// Points copied per call.
-const POINTS_PER_COPY: usize = 256;
+/// Points copied per call: the owner takes each batch under its collection's write lock, so
+/// a smaller batch keeps searches there from waiting long (p99 during a move, BENCHMARKS.md).
+const POINTS_PER_COPY: usize = 64;
+/// Bucket chunks worked on at once.
+const CHUNKS_IN_FLIGHT: usize = 2;
 /// Deadline of one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -269,38 +272,74 @@ async fn pass(gateway: &Gateway, progress: &Arc<MoveProgress>) -> Result<bool, S
     let Some(topo) = current(gateway, progress) else {
         return Ok(false);
     };
-    for (i, shard) in topo.shards.iter().enumerate() {
-        for c in collections_of(shard).await? {
-            let path = replication_path(&c, "versions");
-            let buckets: Vec<u32> = (0..BUCKETS).collect();
-            for chunk in buckets.chunks(BUCKETS_PER_CALL) {
-                if current(gateway, progress).is_none() {
-                    return Ok(false);
-                }
-                let asked = serde_json::to_vec(&VersionsRequest {
-                    buckets: BUCKETS,
-                    of: chunk.to_vec(),
-                })
-                .unwrap_or_default();
-                let held: Vec<PointVersion> = read(shard, Method::POST, &path, asked).await?;
-                let mut misplaced: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
-                for v in held {
-                    let owner = topo.owner(&v.id);
-                    if owner != i {
-                        misplaced.entry(owner).or_default().push(v.id);
-                    }
-                }
-                for (owner, ids) in misplaced {
-                    for batch in ids.chunks(POINTS_PER_COPY) {
-                        let moved = copy(shard, &topo.shards[owner], &c, batch).await?;
-                        progress.moved.fetch_add(moved as u64, Ordering::SeqCst);
-                        gateway.metrics.moved.inc_by(moved as u64);
-                    }
-                }
-            }
+    // One shard after the other: the owner takes copies one batch at a time under its write
+    // lock, so emptying shards side by side moved no faster and doubled the search p99
+    // (BENCHMARKS.md, "Resharding").
+    for i in 0..topo.shards.len() {
+        if !drain_misplaced(gateway, progress, &topo, i).await? {
+            return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Moves every misplaced point of shard `i`; `false` when a reload replaced the move.
+async fn drain_misplaced(
+    gateway: &Gateway,
+    progress: &Arc<MoveProgress>,
+    topo: &Topology,
+    i: usize,
+) -> Result<bool, String> {
+    for c in collections_of(&topo.shards[i]).await? {
+        let buckets: Vec<u32> = (0..BUCKETS).collect();
+        for group in buckets.chunks(BUCKETS_PER_CALL * CHUNKS_IN_FLIGHT) {
+            if current(gateway, progress).is_none() {
+                return Ok(false);
+            }
+            let steps = group
+                .chunks(BUCKETS_PER_CALL)
+                .map(|chunk| move_chunk(gateway, progress, topo, i, &c, chunk));
+            join_all(steps)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
+        }
+    }
+    Ok(true)
+}
+
+/// Moves the misplaced points of buckets `chunk` of collection `c` on shard `i`.
+async fn move_chunk(
+    gateway: &Gateway,
+    progress: &MoveProgress,
+    topo: &Topology,
+    i: usize,
+    c: &str,
+    chunk: &[u32],
+) -> Result<(), String> {
+    let shard = &topo.shards[i];
+    let asked = serde_json::to_vec(&VersionsRequest {
+        buckets: BUCKETS,
+        of: chunk.to_vec(),
+    })
+    .unwrap_or_default();
+    let held: Vec<PointVersion> =
+        read(shard, Method::POST, &replication_path(c, "versions"), asked).await?;
+    let mut misplaced: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
+    for v in held {
+        let owner = topo.owner(&v.id);
+        if owner != i {
+            misplaced.entry(owner).or_default().push(v.id);
+        }
+    }
+    for (owner, ids) in misplaced {
+        for batch in ids.chunks(POINTS_PER_COPY) {
+            let moved = copy(shard, &topo.shards[owner], c, batch).await?;
+            progress.moved.fetch_add(moved as u64, Ordering::SeqCst);
+            gateway.metrics.moved.inc_by(moved as u64);
+        }
+    }
+    Ok(())
 }
 
 /// Copies `ids` of `c` from `from` to `to` (every replica), then forgets them on `from` up to
