@@ -83,9 +83,36 @@ pub struct Config {
     /// The result cache; absent = no cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
+    /// Several routers over the same shards, coordinated through etcd; absent = one router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
     /// Per-collection settings.
     #[serde(default)]
     pub collections: BTreeMap<String, CollectionConfig>,
+}
+
+/// `[cluster]`: routers sharing shards keep where points are placed, the running move's phase
+/// and the lease of the router that runs it in etcd.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `http://host:port` of etcd members (their v3 JSON API), tried in order.
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix; routers over the same shards use the same one.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Seconds the lease of the router running a move outlives its last keep-alive: how soon
+    /// another router takes over a move whose router died.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_s: u64,
+}
+
+fn default_prefix() -> String {
+    "/vecgate".into()
+}
+
+fn default_lease_ttl() -> u64 {
+    5
 }
 
 /// `[cache]`: the result cache, in process (L1) and optionally in Redis (L2).
@@ -428,6 +455,34 @@ impl Config {
                 ));
             }
         }
+        if let Some(cluster) = &self.cluster {
+            if cluster.etcd_endpoints.is_empty() {
+                out.push((
+                    "cluster.etcd_endpoints".into(),
+                    "needs at least one etcd endpoint".into(),
+                ));
+            }
+            for (i, url) in cluster.etcd_endpoints.iter().enumerate() {
+                if let Err(why) = check_url(url) {
+                    out.push((
+                        format!("cluster.etcd_endpoints[{i}]"),
+                        format!("`{url}` {why}"),
+                    ));
+                }
+            }
+            if !cluster.prefix.starts_with('/') || cluster.prefix.len() < 2 {
+                out.push((
+                    "cluster.prefix".into(),
+                    format!("`{}` must start with / and name something", cluster.prefix),
+                ));
+            }
+            if !(2..=60).contains(&cluster.lease_ttl_s) {
+                out.push((
+                    "cluster.lease_ttl_s".into(),
+                    format!("must be between 2 and 60, got {}", cluster.lease_ttl_s),
+                ));
+            }
+        }
         let mut names = HashSet::new();
         let mut urls = HashSet::new();
         for (i, shard) in self.shards.iter().enumerate() {
@@ -524,7 +579,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The sections of the file, for the "unknown section" message.
-const SECTIONS: &[&str] = &["server", "routing", "shards", "cache", "collections"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "routing",
+    "shards",
+    "cache",
+    "cluster",
+    "collections",
+];
 
 /// Parses and validates config text.
 pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
@@ -556,6 +618,10 @@ pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
             },
             "cache" => match read(value, "cache", &lines, &mut problems) {
                 Some(c) => config.cache = Some(c),
+                None => complete = false,
+            },
+            "cluster" => match read(value, "cluster", &lines, &mut problems) {
+                Some(c) => config.cluster = Some(c),
                 None => complete = false,
             },
             "collections" => match read(value, "collections", &lines, &mut problems) {
@@ -805,6 +871,26 @@ replicas = [{ url = "http://a:7001" }]
                 "15: shards[1].replicas: a builtin shard has no replicas",
                 "15: shards[1].replicas[0].url: `http://a:7001` is listed twice",
             ]
+        );
+    }
+
+    #[test]
+    fn a_cluster_section_is_checked_whole() {
+        let bad = "[[shards]]\nname = \"a\"\nbuiltin = true\n\n[cluster]\netcd_endpoints = [\"http://127.0.0.1:2379\", \"etcd:2379\"]\nprefix = \"vecgate\"\nlease_ttl_s = 1\n";
+        let all = problems(bad);
+        assert_eq!(
+            all,
+            vec![
+                "6: cluster.etcd_endpoints[1]: `etcd:2379` must start with http://",
+                "7: cluster.prefix: `vecgate` must start with / and name something",
+                "8: cluster.lease_ttl_s: must be between 2 and 60, got 1",
+            ]
+        );
+        let good = parse("[[shards]]\nname = \"a\"\nbuiltin = true\n\n[cluster]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n").unwrap();
+        let cluster = good.cluster.unwrap();
+        assert_eq!(
+            (cluster.prefix.as_str(), cluster.lease_ttl_s),
+            ("/vecgate", 5)
         );
     }
 

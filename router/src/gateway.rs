@@ -140,6 +140,8 @@ pub struct Gateway {
     pub(crate) clock: shardd::version::Clock,
     /// One anti-entropy round at a time.
     pub(crate) repairing: tokio::sync::Mutex<()>,
+    /// etcd, when routers share shards (`[cluster]`).
+    pub etcd: Option<Arc<crate::coordination::Etcd>>,
 }
 
 /// `{"result": T}` of a shard's answer.
@@ -200,6 +202,7 @@ impl Gateway {
         live: Live,
         metrics: Arc<RouterMetrics>,
         cache: Option<Cache>,
+        etcd: Option<Arc<crate::coordination::Etcd>>,
     ) -> Self {
         Gateway {
             topology: ArcSwap::from_pointee(topology),
@@ -209,6 +212,7 @@ impl Gateway {
             cache,
             clock: shardd::version::Clock::for_this_process(),
             repairing: tokio::sync::Mutex::new(()),
+            etcd,
         }
     }
 
@@ -238,6 +242,12 @@ impl Gateway {
         if config.cache.as_ref() != self.cache.as_ref().map(Cache::config) {
             return Err(
                 "the [cache] section changed; restart vecgate to apply it (the running config stays)"
+                    .into(),
+            );
+        }
+        if config.cluster != self.topology().config.cluster {
+            return Err(
+                "the [cluster] section changed; restart vecgate to apply it (the running config stays)"
                     .into(),
             );
         }

@@ -17,11 +17,12 @@
 //! - [`cache`]: the result cache (moka in process, Redis through fred), keyed at the route.
 //! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay, joins,
 //!   repair rounds, checkpoints), [`reshard`] (moving points after the shard set changed),
-//!   [`metrics`].
+//!   [`coordination`] (several routers through etcd), [`metrics`].
 
 pub mod balance;
 pub mod cache;
 pub mod config;
+pub mod coordination;
 pub mod error;
 pub mod gateway;
 pub mod hints;

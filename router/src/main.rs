@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use vecgate::cache::{warm, Cache, CacheMetrics};
 use vecgate::config::{self, Config};
+use vecgate::coordination::Etcd;
 use vecgate::gateway::Gateway;
 use vecgate::listener::{bind, serve, Http, InFlight, Workers, DRAIN};
 use vecgate::metrics::RouterMetrics;
@@ -87,6 +88,14 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(RouterMetrics::new(&registry)?);
     let live = Live::new(registry.clone());
+    let etcd = config.cluster.as_ref().map(Etcd::new);
+    if let Some(etcd) = &etcd {
+        let placed = etcd
+            .placement(&config.shards)
+            .await
+            .map_err(|e| anyhow::anyhow!("[cluster]: reading the shared placement: {e}"))?;
+        live.set_shared_placement(placed);
+    }
     let (api_addr, admin_addr) = (config.server.listen.clone(), config.server.admin.clone());
     let (live, topology) = tokio::task::spawn_blocking(move || {
         let topology = live.build(config);
@@ -135,7 +144,7 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         }
         None => None,
     };
-    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone(), cache));
+    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone(), cache, etcd));
     let in_flight = Arc::new(InFlight::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 

@@ -27,6 +27,7 @@ pub async fn run(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         probe_replicas(&gateway).await;
+        crate::coordination::follow(&gateway).await;
         crate::repair::check_suspects(&gateway).await;
         let warm_after = gateway.clone();
         crate::repair::start_joins(&gateway, move || {

@@ -41,6 +41,8 @@ pub struct RouterMetrics {
     pub moves: IntCounterVec,
     /// Points and tombstones moved to their new owner.
     pub moved: IntCounter,
+    /// Failed calls to etcd (`[cluster]`).
+    pub etcd_errors: IntCounter,
 }
 
 impl RouterMetrics {
@@ -135,6 +137,7 @@ impl RouterMetrics {
                 "move_points_total",
                 "Points and tombstones moved to their new owner",
             )?,
+            etcd_errors: r.counter("etcd_errors_total", "Failed calls to etcd")?,
         })
     }
 }

@@ -33,6 +33,7 @@ use shardd::api::replication::{
 use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
+use crate::coordination::{Etcd, SharedMove};
 use crate::gateway::{encode_segment, Gateway};
 use crate::repair::BUCKETS;
 use crate::topology::{write_placement, MoveProgress, Phase, ShardKind, ShardRoute, Topology};
@@ -47,6 +48,8 @@ const POINTS_PER_COPY: usize = 64;
 const CHUNKS_IN_FLIGHT: usize = 2;
 /// Deadline of one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long other routers may take to see a phase recorded in etcd (they look every second).
+const FOLLOW_DELAY: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 struct Envelope<T> {
@@ -161,7 +164,8 @@ fn current(gateway: &Gateway, progress: &Arc<MoveProgress>) -> Option<Arc<Topolo
     same.then_some(topo)
 }
 
-/// Starts the move of the running topology, when there is one and nothing runs it.
+/// Starts the move of the running topology, when there is one and nothing here runs it;
+/// with `[cluster]`, only the router holding the move's lease in etcd runs it.
 pub fn start(gateway: &Arc<Gateway>) {
     let topo = gateway.topology();
     let Some(m) = &topo.moving else { return };
@@ -169,14 +173,42 @@ pub fn start(gateway: &Arc<Gateway>) {
     if progress.running.swap(true, Ordering::SeqCst) {
         return;
     }
-    gateway.metrics.move_running.set(1);
     let gateway = gateway.clone();
     tokio::spawn(async move {
+        let lease = match &gateway.etcd {
+            None => None,
+            Some(etcd) => {
+                let holder = format!("{}-{:x}", std::process::id(), gateway.clock.now());
+                match etcd.acquire(&holder).await {
+                    Ok(Some(lease)) => Some((etcd.clone(), lease)),
+                    Ok(None) => {
+                        progress.running.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take the move's lease in etcd; retrying");
+                        progress.running.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        };
+        gateway.metrics.move_running.set(1);
         let started = std::time::Instant::now();
-        match run(&gateway, &progress).await {
+        let outcome = match &lease {
+            Some((etcd, id)) => tokio::select! {
+                r = run(&gateway, &progress) => r,
+                () = hold(etcd, *id) => Err("lost the move's lease in etcd".into()),
+            },
+            None => run(&gateway, &progress).await,
+        };
+        if let Some((etcd, id)) = &lease {
+            etcd.release(*id).await;
+        }
+        gateway.metrics.move_running.set(0);
+        match outcome {
             Ok(true) => {
                 gateway.metrics.moves.with_label_values(&["done"]).inc();
-                gateway.metrics.move_running.set(0);
                 tracing::info!(
                     to = ?progress.to,
                     moved = progress.moved.load(Ordering::SeqCst),
@@ -194,28 +226,64 @@ pub fn start(gateway: &Arc<Gateway>) {
     });
 }
 
+/// Keeps the move's lease alive; returns when it cannot.
+async fn hold(etcd: &Etcd, lease: i64) {
+    loop {
+        tokio::time::sleep(etcd.keep_alive_every()).await;
+        if !matches!(etcd.keep_alive(lease).await, Ok(true)) {
+            return;
+        }
+    }
+}
+
+/// Records the move's phase in etcd for the other routers (nothing without `[cluster]`).
+async fn publish(gateway: &Gateway, progress: &MoveProgress) -> Result<(), String> {
+    let Some(etcd) = &gateway.etcd else {
+        return Ok(());
+    };
+    etcd.record_move(&SharedMove {
+        from: progress.from.clone(),
+        to: progress.to.clone(),
+        phase: progress.phase().as_str().into(),
+    })
+    .await
+}
+
 /// Runs the move from its current phase to the end; `false` when a reload replaced it.
 async fn run(gateway: &Arc<Gateway>, progress: &Arc<MoveProgress>) -> Result<bool, String> {
     tracing::info!(from = ?progress.from, to = ?progress.to, phase = progress.phase().as_str(), "moving points to a new shard set");
+    publish(gateway, progress).await?;
     if progress.phase() == Phase::Preparing {
         let Some(topo) = current(gateway, progress) else {
             return Ok(false);
         };
         prepare(&topo).await?;
         progress.enter(Phase::Copying);
+        publish(gateway, progress).await?;
+        // Other routers learn the phase within a second; until then they write as before.
+        if gateway.etcd.is_some() {
+            tokio::time::sleep(FOLLOW_DELAY).await;
+        }
     }
     if progress.phase() == Phase::Copying {
         if !pass(gateway, progress).await? {
             return Ok(false);
         }
         progress.enter(Phase::Settling);
+        publish(gateway, progress).await?;
     }
     let Some(topo) = current(gateway, progress) else {
         return Ok(false);
     };
-    // Writes sent to both shards before settling began may still be in flight.
+    // Writes sent to both shards before settling began may still be in flight (and other
+    // routers learn of settling within a second).
+    let others = if gateway.etcd.is_some() {
+        FOLLOW_DELAY
+    } else {
+        Duration::ZERO
+    };
     tokio::time::sleep(
-        Duration::from_millis(topo.config.routing.timeout_ms) + Duration::from_secs(1),
+        Duration::from_millis(topo.config.routing.timeout_ms) + Duration::from_secs(1) + others,
     )
     .await;
     if !pass(gateway, progress).await? {
@@ -224,7 +292,15 @@ async fn run(gateway: &Arc<Gateway>, progress: &Arc<MoveProgress>) -> Result<boo
     let Some(topo) = current(gateway, progress) else {
         return Ok(false);
     };
-    write_placement(&topo.config.server.data_dir, &topo.config.shards)?;
+    match &gateway.etcd {
+        Some(etcd) => {
+            etcd.placed(&topo.config.shards).await?;
+            gateway
+                .live
+                .set_shared_placement(topo.config.shards.clone());
+        }
+        None => write_placement(&topo.config.server.data_dir, &topo.config.shards)?,
+    }
     let (gw, config) = (gateway.clone(), topo.config.clone());
     let settled = tokio::task::spawn_blocking(move || gw.build(config))
         .await

@@ -292,5 +292,9 @@ fn cluster(gateway: &Gateway) -> serde_json::Value {
             "moved": p.moved.load(std::sync::atomic::Ordering::SeqCst),
         })
     });
-    json!({"region": topo.config.server.region, "shards": shards, "move": moving})
+    let epoch = gateway
+        .etcd
+        .as_ref()
+        .map(|e| e.epoch.load(std::sync::atomic::Ordering::SeqCst));
+    json!({"region": topo.config.server.region, "shards": shards, "move": moving, "epoch": epoch})
 }

@@ -39,6 +39,13 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase named `name`.
+    pub fn named(name: &str) -> Option<Phase> {
+        [Phase::Preparing, Phase::Copying, Phase::Settling]
+            .into_iter()
+            .find(|p| p.as_str() == name)
+    }
+
     /// The phase's name, for `/admin/cluster`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -76,6 +83,11 @@ impl MoveProgress {
     /// Moves to `phase`.
     pub fn enter(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    /// Moves to `phase` if it is further along (another router's mover got there).
+    pub fn catch_up(&self, phase: Phase) {
+        self.phase.fetch_max(phase as u8, Ordering::SeqCst);
     }
 }
 
@@ -225,6 +237,8 @@ pub struct Live {
     /// One build at a time (a file-change reload and `/admin/reload` may race), so that
     /// `placement.json` is read and written by one of them.
     building: Mutex<()>,
+    /// With `[cluster]`: the placement etcd holds, as last read (it replaces the file).
+    shared_placement: Mutex<Option<Vec<ShardConfig>>>,
 }
 
 impl Live {
@@ -238,6 +252,7 @@ impl Live {
             engine_metrics: OnceLock::new(),
             moving: Mutex::default(),
             building: Mutex::default(),
+            shared_placement: Mutex::default(),
         }
     }
 
@@ -260,6 +275,19 @@ impl Live {
             held.insert(dir.to_path_buf(), lock);
         }
         Ok(())
+    }
+
+    /// Records the placement etcd holds; `true` when it changed.
+    pub fn set_shared_placement(&self, placed: Vec<ShardConfig>) -> bool {
+        let mut held = self
+            .shared_placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let changed = held
+            .as_ref()
+            .is_none_or(|h| serde_json::to_value(h).ok() != serde_json::to_value(&placed).ok());
+        *held = Some(placed);
+        changed
     }
 
     /// Every replica state known, by URL.
@@ -291,9 +319,17 @@ impl Live {
     pub fn build(&self, config: Config) -> Result<Topology, String> {
         let _one_at_a_time = self.building.lock().unwrap_or_else(|p| p.into_inner());
         let data_dir = config.server.data_dir.clone();
-        let placed = match read_placement(&data_dir)? {
-            Some(placed) => placed,
-            None => {
+        let shared = config.cluster.is_some().then(|| {
+            self.shared_placement
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_else(|| config.shards.clone())
+        });
+        let placed = match (shared, read_placement(&data_dir)?) {
+            (Some(shared), _) => shared,
+            (None, Some(placed)) => placed,
+            (None, None) => {
                 write_placement(&data_dir, &config.shards)?;
                 config.shards.clone()
             }
@@ -315,7 +351,9 @@ impl Live {
         let ring = Ring::new(&names);
         let moving = if from == to {
             *self.moving.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            if serde_json::to_value(&placed).ok() != serde_json::to_value(&config.shards).ok() {
+            if config.cluster.is_none()
+                && serde_json::to_value(&placed).ok() != serde_json::to_value(&config.shards).ok()
+            {
                 write_placement(&data_dir, &config.shards)?;
             }
             None

@@ -375,6 +375,10 @@ pub struct Cluster {
     pub regions: Vec<String>,
     /// Shards left out of the config (still running, to be drained).
     pub dropped: Vec<usize>,
+    /// Config sections after `[routing]` (a `[cluster]`, say).
+    extra: String,
+    /// The config file of [`Cluster::another_router`], rewritten with the first one's.
+    second_config: std::cell::RefCell<Option<PathBuf>>,
     dir: tempfile::TempDir,
 }
 
@@ -382,6 +386,11 @@ impl Cluster {
     /// Starts `shards` x `regions.len()` shardd daemons and a vecgate with `routing` as the body
     /// of its `[routing]` section.
     pub fn start(shards: usize, regions: &[&str], routing: &str) -> Cluster {
+        Self::start_with(shards, regions, routing, "")
+    }
+
+    /// [`Cluster::start`] with `extra` config sections after `[routing]`.
+    pub fn start_with(shards: usize, regions: &[&str], routing: &str, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let replicas = (0..shards)
             .map(|s| {
@@ -398,6 +407,8 @@ impl Cluster {
             config,
             regions,
             dropped: Vec::new(),
+            extra: extra.to_string(),
+            second_config: std::cell::RefCell::new(None),
             dir,
         };
         c.write_config(routing, None);
@@ -412,6 +423,12 @@ impl Cluster {
         let tmp = self.config.with_extension("tmp");
         std::fs::write(&tmp, text).expect("writing config");
         std::fs::rename(&tmp, &self.config).expect("renaming config");
+        if let Some(second) = self.second_config.borrow().as_ref() {
+            let tmp = second.with_extension("tmp");
+            std::fs::write(&tmp, self.config_text(routing, omit, "router-2-data"))
+                .expect("writing config");
+            std::fs::rename(&tmp, second).expect("renaming config");
+        }
     }
 
     /// The data directory of replica `r` of shard `s`.
@@ -443,19 +460,22 @@ impl Cluster {
         self.write_config(routing, None);
     }
 
-    /// Starts another router over the same shards (its own data directory, same routing).
+    /// Starts another router over the same shards (its own data directory, same routing);
+    /// [`Cluster::write_config`] rewrites its config too.
     pub fn another_router(&self, routing: &str) -> Process {
         let config = self.dir.path().join("vecgate-2.toml");
         std::fs::write(&config, self.config_text(routing, None, "router-2-data"))
             .expect("writing config");
+        *self.second_config.borrow_mut() = Some(config.clone());
         vecgate(&config)
     }
 
     fn config_text(&self, routing: &str, omit: Option<(usize, usize)>, data: &str) -> String {
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nregion = \"{}\"\ndata_dir = \"{}\"\n\n[routing]\n{routing}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nregion = \"{}\"\ndata_dir = \"{}\"\n\n[routing]\n{routing}\n\n{}\n",
             self.regions[0],
-            self.dir.path().join(data).display()
+            self.dir.path().join(data).display(),
+            self.extra
         );
         for (s, replicas) in self.replicas.iter().enumerate() {
             if self.dropped.contains(&s) {
@@ -586,6 +606,70 @@ pub fn call_cached(method: &str, url: &str, body: &[u8]) -> (u16, Value, Option<
         serde_json::from_str(&text).unwrap_or(Value::Null),
         cache,
     )
+}
+
+/// An etcd member on free ports of 127.0.0.1 with its data in a temporary directory; killed
+/// when dropped.
+pub struct EtcdServer {
+    child: Child,
+    /// Its client URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// Starts one and waits (up to 20 s) until its v3 API answers.
+    pub fn start() -> EtcdServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let stderr = if std::env::var_os("VECGATE_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new("etcd")
+            .args([
+                "--data-dir",
+                dir.path().to_str().expect("utf-8 path"),
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("default={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning etcd (scripts/deps.sh installs etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client()
+            .post(&format!("{url}/v3/kv/range"))
+            .send_json(serde_json::json!({"key": "eA=="}))
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "etcd did not start within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        EtcdServer {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A `redis-server` on a free port of 127.0.0.1, without persistence; killed when dropped.

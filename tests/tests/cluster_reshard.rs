@@ -266,3 +266,71 @@ fn a_router_killed_in_the_middle_of_a_move_finishes_it_after_a_restart() {
     assert_eq!(count, json!(bulk.len()));
     assert!(held[2] > 0);
 }
+
+#[test]
+fn with_etcd_two_routers_run_one_move_and_the_survivor_of_a_kill_finishes_it() {
+    let etcd = EtcdServer::start();
+    let mut cluster = Cluster::start_with(
+        2,
+        &["eu"],
+        "",
+        &format!(
+            "[cluster]\netcd_endpoints = [\"{}\"]\nlease_ttl_s = 2\n",
+            etcd.url
+        ),
+    );
+    let mut second = cluster.another_router("");
+    let second_admin = format!("http://{}", second.addrs[1]);
+    let bulk = random_vectors(6_000, DIM, 24);
+    setup(&cluster.url(), &bulk);
+    cluster.add_shard("");
+    for admin in [cluster.admin(), second_admin.clone()] {
+        let (status, body) = call("POST", &format!("{admin}/admin/reload"), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    // Both routers see the move; the one holding the lease runs it.
+    let admins = [cluster.admin(), second_admin.clone()];
+    let started = Instant::now();
+    let mover = loop {
+        let running: Vec<f64> = admins
+            .iter()
+            .map(|a| metric(a, "vecgate_move_points_total", &[]))
+            .collect();
+        if let Some(i) = running.iter().position(|&m| m > 0.0) {
+            assert_eq!(
+                running.iter().filter(|&&m| m > 0.0).count(),
+                1,
+                "two routers moving at once: {running:?}"
+            );
+            break i;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no move started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let survivor_admin = admins[1 - mover].clone();
+    let survivor_url = if mover == 0 {
+        cluster.router.kill9();
+        second.url()
+    } else {
+        second.kill9();
+        cluster.url()
+    };
+    wait_moved(&survivor_admin, Duration::from_secs(120));
+    let held = held_per_shard(&cluster);
+    assert_eq!(
+        held.iter().sum::<usize>(),
+        bulk.len(),
+        "nothing lost or duplicated: {held:?}"
+    );
+    assert!(held[2] > 0, "{held:?}");
+    let count = ok(
+        "POST",
+        &format!("{survivor_url}/collections/docs/points/count"),
+        Some(&json!({})),
+    )["count"]
+        .clone();
+    assert_eq!(count, json!(bulk.len()));
+}
