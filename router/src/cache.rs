@@ -126,7 +126,7 @@ impl CacheMetrics {
             )?,
             warmups: r.counters(
                 "warmups_total",
-                "Warm-ups of hot queries run, by trigger (start, reload)",
+                "Warm-ups of hot queries run, by trigger (start, reload, join)",
                 &["trigger"],
             )?,
             warmed: r.counter("warmed_total", "Requests replayed by warm-ups")?,

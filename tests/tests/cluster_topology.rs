@@ -76,6 +76,37 @@ fn replicas_added_empty_are_filled_before_they_serve_and_then_equal_their_peers(
 }
 
 #[test]
+fn a_joined_replica_is_followed_by_a_cache_warm_up() {
+    let mut cluster =
+        Cluster::start_with(1, &["eu"], "", "[cache]\nl1_max_bytes = 1048576\nttl_s = 60\n");
+    setup(&cluster.url(), &random_vectors(200, DIM, 16));
+    for q in random_vectors(5, DIM, 17) {
+        ok(
+            "POST",
+            &format!("{}/collections/docs/points/query", cluster.url()),
+            Some(&json!({"query": q, "limit": 3})),
+        );
+    }
+    cluster.add_replica(0, "");
+    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    while metric(
+        &cluster.admin(),
+        "vecgate_cache_warmups_total",
+        &["trigger=\"join\""],
+    ) < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no warm-up after the join"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(&cluster.admin(), "vecgate_cache_warmed_total", &[]) >= 5.0);
+}
+
+#[test]
 fn a_replica_whose_data_directory_was_deleted_is_refilled_without_a_failed_search() {
     // One acknowledgement, so writes go on while the replica is away (with two replicas a
     // quorum is both): every one of them must be on the refilled replica afterwards.
