@@ -451,6 +451,14 @@ impl Cache {
         }
     }
 
+    /// `collection`'s generation read from Redis now, whatever `strict` says; `None` without
+    /// Redis (or when it does not answer), when no other router's writes can be known.
+    pub async fn generation_now(&self, collection: &str) -> Option<Generation> {
+        let shared = self.l2.as_ref()?.generation(collection).await?;
+        self.generations.heard(collection, shared);
+        Some(self.generations.get(collection))
+    }
+
     /// The answer for `key`: from L1, from Redis, from the same request already running, or
     /// from `search`, whose complete answers are stored in both tiers. Answers of a precise
     /// collection (`precise`) stay in L1 only and are checked against the writes since their

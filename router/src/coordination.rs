@@ -9,6 +9,7 @@
 //! phase it reached). etcd is spoken to through its v3 JSON API with the router's own HTTP
 //! client, each call with a deadline; a router that cannot reach etcd keeps its last view.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,10 +50,26 @@ pub struct Etcd {
     pub epoch: AtomicI64,
     /// The last call failed (so the next failure is not logged again).
     down: AtomicBool,
+    /// This router's missed-writes records from an earlier run were cleared.
+    cleared: AtomicBool,
 }
 
 fn b64(s: &str) -> String {
     B64.encode(s.as_bytes())
+}
+
+/// The hash a replica's URL is recorded under.
+pub fn url_hash(url: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+}
+
+/// The end of the key range holding every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn int(v: &Value) -> i64 {
@@ -76,6 +93,7 @@ impl Etcd {
             lease_ttl_s: config.lease_ttl_s,
             epoch: AtomicI64::new(0),
             down: AtomicBool::new(false),
+            cleared: AtomicBool::new(false),
         })
     }
 
@@ -228,13 +246,71 @@ impl Etcd {
             .await;
     }
 
+    /// Records that `url` missed writes from `router`, the first of version `since` (before the
+    /// write that it missed is acknowledged), so that reads on other routers presenting a
+    /// later version avoid it.
+    pub async fn record_missing(&self, router: &str, url: &str, since: u64) -> Result<(), String> {
+        let name = format!("missing/{router}/{:016x}", url_hash(url));
+        self.put(&name, since.to_string().as_bytes(), None).await
+    }
+
+    /// Records that `url` has every write `router` sent it.
+    pub async fn clear_missing(&self, router: &str, url: &str) -> Result<(), String> {
+        self.delete(&format!("missing/{router}/{:016x}", url_hash(url)))
+            .await
+    }
+
+    /// Forgets every missed-writes record of `router` (at its start, before recording afresh).
+    pub async fn clear_all_missing(&self, router: &str) -> Result<(), String> {
+        let key = self.key(&format!("missing/{router}/"));
+        self.post(
+            "/v3/kv/deleterange",
+            json!({"key": b64(&key), "range_end": b64(&prefix_end(&key))}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Every router's missed-writes records: by replica URL hash, the first version missed.
+    pub async fn missing(&self) -> Result<HashMap<u64, u64>, String> {
+        let key = self.key("missing/");
+        let answer = self
+            .post(
+                "/v3/kv/range",
+                json!({"key": b64(&key), "range_end": b64(&prefix_end(&key))}),
+            )
+            .await?;
+        let mut out: HashMap<u64, u64> = HashMap::new();
+        for kv in answer["kvs"].as_array().into_iter().flatten() {
+            let decode = |field: &str| {
+                B64.decode(kv[field].as_str().unwrap_or_default())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            let (Some(k), Some(v)) = (decode("key"), decode("value")) else {
+                continue;
+            };
+            let (Some(url), Ok(since)) = (
+                k.rsplit('/')
+                    .next()
+                    .and_then(|h| u64::from_str_radix(h, 16).ok()),
+                v.parse::<u64>(),
+            ) else {
+                continue;
+            };
+            let first = out.entry(url).or_insert(since);
+            *first = (*first).min(since);
+        }
+        Ok(out)
+    }
+
     /// How often to keep a lease alive.
     pub fn keep_alive_every(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_s * 1000 / 3)
     }
 
     /// Counts a failed call, logging only the first of a run of them.
-    fn failed(&self, gateway: &Gateway, e: &str) {
+    pub(crate) fn failed(&self, gateway: &Gateway, e: &str) {
         gateway.metrics.etcd_errors.inc();
         if !self.down.swap(true, Ordering::SeqCst) {
             tracing::warn!(error = %e, "etcd unreachable; keeping the last placement and move phase seen");
@@ -244,6 +320,30 @@ impl Etcd {
     fn answered(&self) {
         if self.down.swap(false, Ordering::SeqCst) {
             tracing::info!("etcd reachable again");
+        }
+    }
+}
+
+/// Brings this router's missed-writes records in etcd in line with its hint logs: a record for
+/// each replica with pending hints, none for the others (the first round clears what an
+/// earlier run of this router left).
+async fn publish_missing(gateway: &Gateway, etcd: &Etcd) {
+    if !etcd.cleared.swap(true, Ordering::SeqCst) {
+        if let Err(e) = etcd.clear_all_missing(&gateway.router_id).await {
+            etcd.cleared.store(false, Ordering::SeqCst);
+            return etcd.failed(gateway, &e);
+        }
+    }
+    for r in gateway.live.replica_states() {
+        let since = r.hints().and_then(|h| h.head()).map(|h| h.version());
+        let result = match (since, r.missing_published()) {
+            (Some(since), false) => etcd.record_missing(&gateway.router_id, &r.url, since).await,
+            (None, true) => etcd.clear_missing(&gateway.router_id, &r.url).await,
+            _ => continue,
+        };
+        match result {
+            Ok(()) => r.set_missing_published(since.is_some()),
+            Err(e) => etcd.failed(gateway, &e),
         }
     }
 }
@@ -277,6 +377,7 @@ pub async fn follow(gateway: &Arc<Gateway>) {
         Err(e) => return etcd.failed(gateway, &e),
     };
     etcd.answered();
+    publish_missing(gateway, etcd).await;
     let topo = gateway.topology();
     if let (Some(m), Some(shared)) = (&topo.moving, shared) {
         if shared.from == m.progress.from && shared.to == m.progress.to {

@@ -14,6 +14,14 @@ pub enum CallKind {
     Transport(String),
     /// Its answer could not be read.
     Invalid(String),
+    /// No replica was known to have applied the write a read must see (`x-vecgate-version`);
+    /// the replica is `every replica`.
+    NotApplied {
+        /// The version asked for.
+        version: u64,
+        /// Why: how long it waited, or what could not be read.
+        why: String,
+    },
 }
 
 /// One failed attempt: which replica, and how it failed.
@@ -32,6 +40,9 @@ impl fmt::Display for Attempt {
             CallKind::Status(s) => write!(f, "{} answered {s}", self.replica),
             CallKind::Transport(e) => write!(f, "{}: {e}", self.replica),
             CallKind::Invalid(e) => write!(f, "{} answered unreadable JSON: {e}", self.replica),
+            CallKind::NotApplied { version, why } => {
+                write!(f, "no replica has applied version {version} yet ({why})")
+            }
         }
     }
 }
@@ -180,5 +191,19 @@ mod tests {
             message: "Not found: Collection `x` doesn't exist!".into(),
         };
         assert_eq!((rejected.status(), rejected.kind()), (404, "rejected"));
+        let behind = GatewayError::Unreachable(vec![failure(
+            "s0",
+            &[CallKind::NotApplied {
+                version: 42,
+                why: "waited 2000 ms".into(),
+            }],
+        )]);
+        assert_eq!(
+            (behind.status(), behind.message().as_str()),
+            (
+                503,
+                "Service unavailable: shard s0: no replica has applied version 42 yet (waited 2000 ms)"
+            )
+        );
     }
 }

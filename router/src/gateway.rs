@@ -12,6 +12,7 @@ mod reads;
 mod writes;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -57,6 +58,8 @@ pub struct Call {
     pub body: Bytes,
     /// `x-vecgate-region`, if sent.
     pub region: Option<String>,
+    /// `x-vecgate-version`, if sent: the version of a write this read must see.
+    pub token: Option<u64>,
     /// A cache warm-up's replay: not counted as demand.
     pub warming: bool,
 }
@@ -76,6 +79,8 @@ pub struct Reply {
     pub allow: Option<String>,
     /// What the result cache did, when it was asked.
     pub cache: Option<Outcome>,
+    /// The version of the write this answers (`x-vecgate-version`), for reads that must see it.
+    pub version: Option<u64>,
 }
 
 impl Reply {
@@ -88,6 +93,7 @@ impl Reply {
             route: "",
             allow: None,
             cache: None,
+            version: None,
         }
     }
 
@@ -142,6 +148,9 @@ pub struct Gateway {
     pub(crate) repairing: tokio::sync::Mutex<()>,
     /// etcd, when routers share shards (`[cluster]`).
     pub etcd: Option<Arc<crate::coordination::Etcd>>,
+    /// This router's name in etcd: a hash of its data directory, the same across restarts
+    /// (its hint logs live there).
+    pub(crate) router_id: String,
 }
 
 /// `{"result": T}` of a shard's answer.
@@ -204,6 +213,12 @@ impl Gateway {
         cache: Option<Cache>,
         etcd: Option<Arc<crate::coordination::Etcd>>,
     ) -> Self {
+        let dir = &topology.config.server.data_dir;
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        let router_id = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(dir.to_string_lossy().as_bytes())
+        );
         Gateway {
             topology: ArcSwap::from_pointee(topology),
             live,
@@ -213,6 +228,7 @@ impl Gateway {
             clock: shardd::version::Clock::for_this_process(),
             repairing: tokio::sync::Mutex::new(()),
             etcd,
+            router_id,
         }
     }
 
@@ -266,8 +282,21 @@ impl Gateway {
         (mode != CacheMode::Off).then_some(mode)
     }
 
-    /// Answers one client request.
+    /// Answers one client request; a write of points is answered with its version.
     pub async fn handle(&self, call: Call) -> Reply {
+        let written = AtomicU64::new(0);
+        if let Some(v) = call.token {
+            self.clock.observe(v);
+        }
+        let mut reply = self.answer_call(call, &written).await;
+        let v = written.load(Ordering::SeqCst);
+        if v != 0 && reply.status == 200 {
+            reply.version = Some(v);
+        }
+        reply
+    }
+
+    async fn answer_call(&self, call: Call, written: &AtomicU64) -> Reply {
         let started = StdInstant::now();
         let failed =
             |status: u16, message: &str, route: &'static str, allow: Option<String>| Reply {
@@ -277,6 +306,7 @@ impl Gateway {
                 route,
                 allow,
                 cache: None,
+                version: None,
             };
         let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
             Ok(found) => found,
@@ -294,6 +324,9 @@ impl Gateway {
         let asked = client_timeout(call.query.as_deref());
         let ctx = Ctx {
             gw: self,
+            written,
+            token: call.token,
+            missing: tokio::sync::Mutex::new(None),
             topo: &topo,
             deadline: Instant::now() + asked.map_or(limit, |t| t.min(limit)),
             region: call
@@ -308,16 +341,31 @@ impl Gateway {
             [only] if endpoint.is_read() && matches!(only.kind, ShardKind::Remote(_)) => Some(only),
             _ => None,
         };
-        let mode = self.cache_mode(&topo, &params.collection);
+        let mut mode = self.cache_mode(&topo, &params.collection);
+        // A read that must see a write (`x-vecgate-version`) uses a cached answer only when the
+        // collection's generation, read from Redis now, says no write came after it (the
+        // writing router bumped it before answering); otherwise it searches.
+        let (mut bytes_key, mut generation) = (None, None);
+        if let (Some(cache), true) = (&self.cache, call.token.is_some() && endpoint.is_read()) {
+            generation = match mode {
+                Some(CacheMode::Generation) => cache.generation_now(&params.collection).await,
+                _ => None,
+            };
+            if generation.is_none() {
+                mode = None;
+            }
+        }
         if let (Some(only), None) = (forward_to, mode) {
             let answered = ctx.forward(only, &params.collection, &call).await;
             return self.finish(answered, template, started);
         }
         // A read whose exact bytes were answered before is found without parsing it.
-        let (mut bytes_key, mut generation) = (None, None);
         if let (Some(cache), Some(mode)) = (&self.cache, mode) {
             if endpoint.is_read() && !params.collection.is_empty() {
-                let g = cache.generation(&params.collection).await;
+                let g = match generation {
+                    Some(g) => g,
+                    None => cache.generation(&params.collection).await,
+                };
                 generation = Some(g);
                 let raw = cache.bytes_key(g, topo.placement(), &call);
                 let precise = mode == CacheMode::Precise;
@@ -420,6 +468,7 @@ impl Gateway {
                 route: template,
                 allow: None,
                 cache: None,
+                version: None,
             },
             Err(e) => {
                 self.metrics
@@ -433,6 +482,7 @@ impl Gateway {
                     route: template,
                     allow: None,
                     cache: None,
+                    version: None,
                 }
             }
         }
@@ -495,6 +545,13 @@ pub(crate) struct Ctx<'a> {
     pub(crate) topo: &'a Topology,
     pub(crate) deadline: Instant,
     pub(crate) region: String,
+    /// Set to the version of the write this request made.
+    pub(crate) written: &'a AtomicU64,
+    /// `x-vecgate-version`: the version of a write this read must see.
+    pub(crate) token: Option<u64>,
+    /// With a token and `[cluster]`: the writes other routers know replicas missed (by URL
+    /// hash, the first missed version), read from etcd once per request.
+    pub(crate) missing: tokio::sync::Mutex<Option<HashMap<u64, u64>>>,
 }
 
 impl Ctx<'_> {

@@ -31,6 +31,18 @@ pub struct Hint {
     pub body: String,
 }
 
+impl Hint {
+    /// The version of the write (`version=N` in its path), or 0 for a write without one
+    /// (collections and indexes).
+    pub fn version(&self) -> u64 {
+        self.path
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix("version="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 struct State {
     pending: VecDeque<Hint>,
     done: u64,

@@ -46,6 +46,8 @@ pub struct ReplicaState {
     suspect: AtomicBool,
     /// The identity of its data directory, as `/readyz` last reported it.
     identity: Mutex<Option<String>>,
+    /// etcd holds a record that it missed writes from this router.
+    missing_published: AtomicBool,
 }
 
 /// What a replica does now, as `/admin/cluster` shows it.
@@ -110,7 +112,18 @@ impl ReplicaState {
             join_total: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
             identity: Mutex::new(None),
+            missing_published: AtomicBool::new(false),
         })
+    }
+
+    /// Whether etcd holds this router's record that the replica missed writes.
+    pub fn missing_published(&self) -> bool {
+        self.missing_published.load(Ordering::SeqCst)
+    }
+
+    /// Notes whether etcd holds that record.
+    pub fn set_missing_published(&self, published: bool) {
+        self.missing_published.store(published, Ordering::SeqCst);
     }
 
     /// What the replica does now.

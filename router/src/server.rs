@@ -93,6 +93,15 @@ impl Handler for ApiApp {
         if method == Method::GET && matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
             return Answer::text(200, "ok");
         }
+        let token =
+            match session.get_header("x-vecgate-version").map(|v| v.to_str()) {
+                None => None,
+                Some(Ok(v)) if v.trim().parse::<u64>().is_ok() => v.trim().parse().ok(),
+                Some(_) => return json_error(
+                    400,
+                    "Wrong input: x-vecgate-version must be the number a write was answered with",
+                ),
+            };
         let body = match read_body(session).await {
             Ok(b) => b,
             Err(answer) => return answer,
@@ -105,6 +114,7 @@ impl Handler for ApiApp {
                 query,
                 body,
                 region,
+                token,
                 warming: false,
             })
             .await;
@@ -126,6 +136,9 @@ impl Handler for ApiApp {
         }
         if let Some(allow) = reply.allow {
             answer.headers.push(("allow", allow));
+        }
+        if let Some(v) = reply.version {
+            answer.headers.push(("x-vecgate-version", v.to_string()));
         }
         if let Some(outcome) = reply.cache {
             answer

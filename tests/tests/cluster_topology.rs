@@ -77,8 +77,12 @@ fn replicas_added_empty_are_filled_before_they_serve_and_then_equal_their_peers(
 
 #[test]
 fn a_joined_replica_is_followed_by_a_cache_warm_up() {
-    let mut cluster =
-        Cluster::start_with(1, &["eu"], "", "[cache]\nl1_max_bytes = 1048576\nttl_s = 60\n");
+    let mut cluster = Cluster::start_with(
+        1,
+        &["eu"],
+        "",
+        "[cache]\nl1_max_bytes = 1048576\nttl_s = 60\n",
+    );
     setup(&cluster.url(), &random_vectors(200, DIM, 16));
     for q in random_vectors(5, DIM, 17) {
         ok(
@@ -276,4 +280,90 @@ fn repair_brings_every_replica_the_writes_it_never_saw() {
         ),
         14.0
     );
+}
+
+/// Upserts one point through `url`; the answer's `x-vecgate-version`.
+fn write_one(url: &str, id: u64, vector: Vec<f32>) -> u64 {
+    let resp = client()
+        .put(&format!("{url}/collections/docs/points?wait=true"))
+        .send_json(json!({"points": [{"id": id, "vector": vector, "payload": {"w": id}}]}))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.headers()
+        .get("x-vecgate-version")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("a write is answered with its version")
+}
+
+/// The top hit of a search through `url`, sent with `token` as `x-vecgate-version`.
+fn top_hit(url: &str, token: Option<u64>) -> Value {
+    let mut req = client().post(&format!("{url}/collections/docs/points/query"));
+    if let Some(v) = token {
+        req = req.header("x-vecgate-version", v.to_string());
+    }
+    let mut resp = req
+        .send_json(json!({"query": vec![1.0; DIM], "limit": 1}))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    body["result"]["points"][0]["id"].clone()
+}
+
+#[test]
+fn writes_are_answered_with_versions_that_reads_may_present() {
+    let cluster = Cluster::start(2, &["eu", "eu"], "");
+    setup(&cluster.url(), &random_vectors(50, DIM, 18));
+    let a = write_one(&cluster.url(), 900, vec![10.0; DIM]);
+    let b = write_one(&cluster.url(), 901, vec![0.1; DIM]);
+    assert!(b > a, "versions rise: {a} then {b}");
+    assert_eq!(top_hit(&cluster.url(), Some(b)), json!(900));
+    let (status, body) = {
+        let r = client()
+            .post(&format!("{}/collections/docs/points/query", cluster.url()))
+            .header("x-vecgate-version", "soon")
+            .send_json(json!({"query": vec![1.0; DIM]}));
+        match r {
+            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("x-vecgate-version"), "{body}");
+}
+
+#[test]
+fn a_read_with_a_version_through_another_router_sees_that_write() {
+    let etcd = EtcdServer::start();
+    let routing = "write_consistency = \"one\"\ntimeout_ms = 600\nread_policy = \"round_robin\"";
+    let mut cluster = Cluster::start_with(
+        1,
+        &["eu", "eu"],
+        routing,
+        &format!("[cluster]\netcd_endpoints = [\"{}\"]\n", etcd.url),
+    );
+    let other = cluster.another_router(routing);
+    setup(&cluster.url(), &random_vectors(50, DIM, 19));
+    // One replica stops answering: the write reaches the other, and the first router keeps
+    // a hint for the stopped one, and records in etcd that it missed writes.
+    let stopped = cluster.replicas[0][1].pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &stopped])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    let version = write_one(&cluster.url(), 777, vec![10.0; DIM]);
+    // The first router dies before it can replay; the replica comes back without the write.
+    cluster.router.kill9();
+    signal("-CONT");
+    std::thread::sleep(Duration::from_millis(1500));
+    let unversioned: Vec<Value> = (0..20).map(|_| top_hit(&other.url(), None)).collect();
+    assert!(
+        unversioned.iter().any(|id| *id != json!(777)),
+        "without a version some reads reach the replica that missed the write: {unversioned:?}"
+    );
+    for _ in 0..20 {
+        assert_eq!(top_hit(&other.url(), Some(version)), json!(777));
+    }
 }

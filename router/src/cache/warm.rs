@@ -44,6 +44,7 @@ pub async fn warm(gateway: Arc<Gateway>, trigger: &'static str) {
                 query: r.query,
                 body: Bytes::from(r.body),
                 region: None,
+                token: None,
                 warming: true,
             })
             .await;

@@ -17,8 +17,9 @@ use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
 use super::{encode_segment, read_result, Ctx, Done};
-use crate::balance::pick;
+use crate::balance::{pick, Replica};
 use crate::config::ReadPolicy;
+use crate::coordination::url_hash;
 use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::merge::merge_by_id;
 use crate::scatter::RawHit;
@@ -27,6 +28,8 @@ use crate::upstream::{call_builtin, client, Answer, CallError};
 
 /// Ids per page of a count taken while points move.
 const COUNT_PAGE: usize = 10_000;
+/// How often a read waiting for a version looks again.
+const BEHIND_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Ctx<'_> {
     /// Reads from one replica of `shard`, retrying other replicas on failure until the
@@ -61,45 +64,100 @@ impl Ctx<'_> {
                 }])
             }),
             ShardKind::Remote(replicas) => {
-                let mut tried = Vec::new();
-                let mut attempts = Vec::new();
-                let mut not_found = None;
-                while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
-                    tried.push(i);
-                    let r = &replicas[i];
-                    // While another replica could still answer, one attempt may use half of
-                    // what is left, so a hung replica costs a retry rather than the request.
-                    let now = Instant::now();
-                    let left = self.deadline.saturating_duration_since(now);
-                    let attempt_deadline = if replicas.len() > tried.len() {
-                        now + left / 2
-                    } else {
-                        self.deadline
+                let started = Instant::now();
+                let mut refresh = false;
+                loop {
+                    // A read that must see a write skips the replicas other routers know
+                    // missed it (this router's own such replicas are lagging, never picked).
+                    let mut tried = match self.behind(replicas, refresh).await {
+                        Ok(behind) => behind,
+                        Err(why) => return Err(self.not_applied(shard, why)),
                     };
-                    let _in_flight = r.state.start();
-                    let result = client()
-                        .call(&r.state.url, method, path, body.clone(), attempt_deadline)
-                        .await;
-                    self.gw.observe(&shard.name, r, &result);
-                    let kind = match result {
-                        Ok(a) if a.status == 404 => {
-                            if a.lost_collection() {
-                                r.state.suspect();
+                    let mut attempts = Vec::new();
+                    let mut not_found = None;
+                    while let Some(i) = pick(policy, replicas, &self.region, &shard.turn, &tried) {
+                        tried.push(i);
+                        let r = &replicas[i];
+                        // While another replica could still answer, one attempt may use half
+                        // of what is left, so a hung replica costs a retry, not the request.
+                        let now = Instant::now();
+                        let left = self.deadline.saturating_duration_since(now);
+                        let attempt_deadline = if replicas.len() > tried.len() {
+                            now + left / 2
+                        } else {
+                            self.deadline
+                        };
+                        let _in_flight = r.state.start();
+                        let result = client()
+                            .call(&r.state.url, method, path, body.clone(), attempt_deadline)
+                            .await;
+                        self.gw.observe(&shard.name, r, &result);
+                        let kind = match result {
+                            Ok(a) if a.status == 404 => {
+                                if a.lost_collection() {
+                                    r.state.suspect();
+                                }
+                                not_found = Some(a);
+                                continue;
                             }
-                            not_found = Some(a);
-                            continue;
-                        }
-                        Ok(a) if a.status < 500 => return Ok(a),
-                        Ok(a) => CallKind::Status(a.status),
-                        Err(e) => kind_of(e),
-                    };
-                    attempts.push(Attempt {
-                        replica: r.state.url.clone(),
-                        kind,
-                    });
+                            Ok(a) if a.status < 500 => return Ok(a),
+                            Ok(a) => CallKind::Status(a.status),
+                            Err(e) => kind_of(e),
+                        };
+                        attempts.push(Attempt {
+                            replica: r.state.url.clone(),
+                            kind,
+                        });
+                    }
+                    if let Some(a) = not_found {
+                        return Ok(a);
+                    }
+                    // With a version to see and no replica yet known to have it, wait for one
+                    // (hints replayed, another router's record cleared) until the deadline.
+                    if self.token.is_none() || !attempts.is_empty() {
+                        return Err(failed(attempts));
+                    }
+                    if Instant::now() + BEHIND_POLL >= self.deadline {
+                        let waited = started.elapsed().as_millis();
+                        return Err(self.not_applied(shard, format!("waited {waited} ms")));
+                    }
+                    tokio::time::sleep(BEHIND_POLL).await;
+                    refresh = true;
                 }
-                not_found.ok_or_else(|| failed(attempts))
             }
+        }
+    }
+
+    /// The replicas of a shard known (through etcd) to have missed writes up to the token's
+    /// version, by index; none without a token or `[cluster]`.
+    async fn behind(&self, replicas: &[Replica], refresh: bool) -> Result<Vec<usize>, String> {
+        let (Some(version), Some(etcd)) = (self.token, &self.gw.etcd) else {
+            return Ok(Vec::new());
+        };
+        let mut missing = self.missing.lock().await;
+        if refresh || missing.is_none() {
+            *missing = Some(etcd.missing().await?);
+        }
+        let missing = missing.as_ref().expect("just read");
+        Ok((0..replicas.len())
+            .filter(|&i| {
+                missing
+                    .get(&url_hash(&replicas[i].state.url))
+                    .is_some_and(|&since| since <= version)
+            })
+            .collect())
+    }
+
+    fn not_applied(&self, shard: &ShardRoute, why: String) -> ShardFailure {
+        ShardFailure {
+            shard: shard.name.clone(),
+            attempts: vec![Attempt {
+                replica: "every replica".into(),
+                kind: CallKind::NotApplied {
+                    version: self.token.unwrap_or_default(),
+                    why,
+                },
+            }],
         }
     }
 

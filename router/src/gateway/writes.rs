@@ -106,7 +106,7 @@ impl Ctx<'_> {
                             !matches!(&result, Ok(a) if a.status < 500)
                         };
                         if kept {
-                            self.keep_hint(r, &hint);
+                            self.keep_hint(r, &hint).await;
                         }
                         (r, hint, result)
                     }
@@ -134,7 +134,7 @@ impl Ctx<'_> {
                         // its data: it is refilled, and gets this write with its hints.
                         Ok(a) if acked && a.status == 404 && a.lost_collection() => {
                             r.state.suspect();
-                            self.keep_hint(r, &hint);
+                            self.keep_hint(r, &hint).await;
                             w.failures
                                 .push(format!("{} does not hold the collection", r.state.url));
                         }
@@ -155,17 +155,28 @@ impl Ctx<'_> {
         }
     }
 
-    /// Keeps a write `r` missed in its hint log, for replay.
-    fn keep_hint(&self, r: &Replica, hint: &Hint) {
-        if let Some(log) = r.state.hints() {
-            if let Err(e) = log.push(hint) {
-                self.gw.hint_disk_failure(&r.state.url, &e);
+    /// Keeps a write `r` missed in its hint log, for replay; with `[cluster]`, the first one
+    /// missed is recorded in etcd before the write is answered, so that reads on other routers
+    /// presenting its version avoid `r`.
+    async fn keep_hint(&self, r: &Replica, hint: &Hint) {
+        let Some(log) = r.state.hints() else { return };
+        let first = !log.lagging();
+        if let Err(e) = log.push(hint) {
+            self.gw.hint_disk_failure(&r.state.url, &e);
+        }
+        self.gw
+            .metrics
+            .hints_pending
+            .with_label_values(&[&r.state.url])
+            .set(log.pending() as i64);
+        if let (true, Some(etcd)) = (first, &self.gw.etcd) {
+            match etcd
+                .record_missing(&self.gw.router_id, &r.state.url, hint.version())
+                .await
+            {
+                Ok(()) => r.state.set_missing_published(true),
+                Err(e) => etcd.failed(self.gw, &e),
             }
-            self.gw
-                .metrics
-                .hints_pending
-                .with_label_values(&[&r.state.url])
-                .set(log.pending() as i64);
         }
     }
 
@@ -233,7 +244,10 @@ impl Ctx<'_> {
         parts: Vec<(usize, Bytes)>,
     ) -> Result<UpdateResult, GatewayError> {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let path = format!("{path}{sep}version={}", self.gw.clock.now());
+        let version = self.gw.clock.now();
+        self.written
+            .store(version, std::sync::atomic::Ordering::SeqCst);
+        let path = format!("{path}{sep}version={version}");
         let mut operation = 0;
         for (shard, a) in self.write_answers(method, &path, parts).await? {
             if let Some(op) = read_result::<Written>(&shard, &a)?.operation_id {
