@@ -155,8 +155,26 @@ pub struct Gateway {
 
 /// `{"result": T}` of a shard's answer.
 #[derive(Deserialize)]
-struct Envelope<T> {
-    result: T,
+pub(crate) struct Envelope<T> {
+    pub(crate) result: T,
+}
+
+/// `{"collections": [{"name"}]}`, the result of `GET /collections`.
+#[derive(Deserialize)]
+pub(crate) struct Listed {
+    collections: Vec<Named>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+impl Listed {
+    /// The collections' names.
+    pub(crate) fn names(self) -> impl Iterator<Item = String> {
+        self.collections.into_iter().map(|c| c.name)
+    }
 }
 
 /// `{"status": {"error"}}` of a shard's error answer.

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::Method;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use shardd::api::replication::{
     BucketDigest, DigestRequest, ExportRequest, PointVersion, VersionsRequest,
@@ -28,7 +28,7 @@ use shardd::api::replication::{
 use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
-use crate::gateway::{encode_segment, Gateway};
+use crate::gateway::{encode_segment, Envelope, Gateway, Listed};
 use crate::replica::ReplicaState;
 use crate::topology::ShardKind;
 use crate::upstream::client;
@@ -68,21 +68,6 @@ pub struct ShardRepair {
     pub errors: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Envelope<T> {
-    result: T,
-}
-
-#[derive(Deserialize)]
-struct Listed {
-    collections: Vec<Named>,
-}
-
-#[derive(Deserialize)]
-struct Named {
-    name: String,
-}
-
 /// Calls a replica's replication endpoint and reads its result.
 async fn call<T: DeserializeOwned>(
     url: &str,
@@ -113,7 +98,7 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 
 async fn collections_of(url: &str) -> Result<BTreeSet<String>, String> {
     let listed: Listed = call(url, Method::GET, "/collections", Vec::new()).await?;
-    Ok(listed.collections.into_iter().map(|c| c.name).collect())
+    Ok(listed.names().collect())
 }
 
 fn replication_path(collection: &str, what: &str) -> String {

@@ -25,7 +25,6 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::Method;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use shardd::api::replication::{
     Copied, EvictRequest, ExportRequest, PointVersion, VersionsRequest,
@@ -34,7 +33,7 @@ use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
 use crate::coordination::{Etcd, SharedMove};
-use crate::gateway::{encode_segment, Gateway};
+use crate::gateway::{encode_segment, Envelope, Gateway, Listed};
 use crate::repair::BUCKETS;
 use crate::topology::{write_placement, MoveProgress, Phase, ShardKind, ShardRoute, Topology};
 use crate::upstream::{call_builtin, client, Answer, CallError};
@@ -50,21 +49,6 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long other routers may take to see a phase recorded in etcd (they look every second).
 const FOLLOW_DELAY: Duration = Duration::from_secs(2);
-
-#[derive(Deserialize)]
-struct Envelope<T> {
-    result: T,
-}
-
-#[derive(Deserialize)]
-struct Listed {
-    collections: Vec<Named>,
-}
-
-#[derive(Deserialize)]
-struct Named {
-    name: String,
-}
 
 async fn call_one(
     shard: &ShardRoute,
@@ -151,7 +135,7 @@ fn replication_path(c: &str, what: &str) -> String {
 
 async fn collections_of(shard: &ShardRoute) -> Result<BTreeSet<String>, String> {
     let listed: Listed = read(shard, Method::GET, "/collections", Vec::new()).await?;
-    Ok(listed.collections.into_iter().map(|c| c.name).collect())
+    Ok(listed.names().collect())
 }
 
 /// Whether the running topology still runs the move `progress` tracks.

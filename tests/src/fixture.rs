@@ -190,24 +190,59 @@ impl Stream {
 
 /// Every point a replica holds (payloads and vectors), in id order, read from it directly.
 pub fn replica_points(url: &str) -> Vec<Value> {
+    scroll_all(
+        url,
+        json!({"limit": 1000, "with_payload": true, "with_vector": true}),
+    )
+}
+
+/// Every page of a scroll of `docs` at `url` with `body` (its `offset` set page by page).
+pub fn scroll_all(url: &str, mut body: Value) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut offset = Value::Null;
     loop {
-        let mut body = json!({"limit": 1000, "with_payload": true, "with_vector": true});
-        if !offset.is_null() {
-            body["offset"] = offset;
-        }
         let page = ok(
             "POST",
             &format!("{url}/collections/docs/points/scroll"),
             Some(&body),
         );
         out.extend(page["points"].as_array().unwrap().iter().cloned());
-        offset = page["next_page_offset"].clone();
-        if offset.is_null() {
+        if page["next_page_offset"].is_null() {
             return out;
         }
+        body["offset"] = page["next_page_offset"].clone();
     }
+}
+
+/// Reloads the router whose admin listener is `admin`; the reload must be applied.
+pub fn reload(admin: &str) {
+    let (status, body) = call("POST", &format!("{admin}/admin/reload"), None);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Waits (up to `within`) until the sum of `metric{labels}` at `admin` reaches `at_least`.
+pub fn wait_metric(
+    admin: &str,
+    metric_name: &str,
+    labels: &[&str],
+    at_least: f64,
+    within: Duration,
+) {
+    let started = Instant::now();
+    while metric(admin, metric_name, labels) < at_least {
+        assert!(
+            started.elapsed() < within,
+            "{metric_name}{labels:?} below {at_least} after {within:?}: {}",
+            admin_json(&format!("{admin}/admin/cluster"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops `stream` and asserts that none of its searches failed; how many succeeded.
+pub fn finish_searches(stream: Stream) -> usize {
+    let (succeeded, failed, first_error) = stream.finish();
+    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    succeeded
 }
 
 /// Waits (up to `within`) until every replica in `/admin/cluster` is `serving`.
@@ -233,9 +268,12 @@ pub fn wait_all_serving(admin: &str, within: Duration) {
     }
 }
 
-/// Asserts that every replica of every shard holds exactly the same points.
+/// Asserts that every replica of every shard in the config holds exactly the same points.
 pub fn assert_replicas_identical(cluster: &Cluster) {
     for (s, replicas) in cluster.replicas.iter().enumerate() {
+        if cluster.dropped.contains(&s) {
+            continue;
+        }
         let first = replica_points(&replicas[0].url());
         assert!(!first.is_empty(), "shard {s} holds nothing");
         for r in &replicas[1..] {
@@ -301,6 +339,18 @@ impl Writer {
     pub fn finish(self) -> (Expected, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
+    }
+
+    /// Stops it and asserts that every write was acknowledged; what each id should hold.
+    pub fn finish_clean(self) -> Expected {
+        let (expected, errors) = self.finish();
+        assert!(
+            errors.is_empty(),
+            "{} failed writes, the first: {:?}",
+            errors.len(),
+            errors.first()
+        );
+        expected
     }
 }
 

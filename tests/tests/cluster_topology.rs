@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::fixture::*;
 use e2e::*;
@@ -25,8 +25,7 @@ fn replicas_added_empty_are_filled_before_they_serve_and_then_equal_their_peers(
     for s in 0..3 {
         cluster.add_replica(s, "");
     }
-    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
-    assert_eq!(status, 200, "{body}");
+    reload(&cluster.admin());
     let joining = admin_json(&format!("{}/admin/cluster", cluster.admin()));
     let new_states: Vec<&Value> = joining["shards"]
         .as_array()
@@ -42,16 +41,8 @@ fn replicas_added_empty_are_filled_before_they_serve_and_then_equal_their_peers(
     );
     wait_all_serving(&cluster.admin(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
-    let (expected, write_errors) = writer.finish();
-    let (succeeded, failed, first_error) = stream.finish();
-    assert_eq!(failed, 0, "failed searches: {first_error:?}");
-    assert!(succeeded > 100);
-    assert!(
-        write_errors.is_empty(),
-        "{} failed writes, the first: {:?}",
-        write_errors.len(),
-        write_errors.first()
-    );
+    let expected = writer.finish_clean();
+    assert!(finish_searches(stream) > 100);
     assert_replicas_identical(&cluster);
     assert_writes_kept(&cluster.url(), &expected);
     for replicas in &cluster.replicas {
@@ -92,21 +83,14 @@ fn a_joined_replica_is_followed_by_a_cache_warm_up() {
         );
     }
     cluster.add_replica(0, "");
-    let (status, body) = call("POST", &format!("{}/admin/reload", cluster.admin()), None);
-    assert_eq!(status, 200, "{body}");
-    let started = Instant::now();
-    while metric(
+    reload(&cluster.admin());
+    wait_metric(
         &cluster.admin(),
         "vecgate_cache_warmups_total",
         &["trigger=\"join\""],
-    ) < 1.0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no warm-up after the join"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        1.0,
+        Duration::from_secs(30),
+    );
     assert!(metric(&cluster.admin(), "vecgate_cache_warmed_total", &[]) >= 5.0);
 }
 
@@ -123,31 +107,17 @@ fn a_replica_whose_data_directory_was_deleted_is_refilled_without_a_failed_searc
     std::fs::remove_dir_all(cluster.replica_dir(0, 1)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     cluster.replicas[0][1].restart();
-    let started = Instant::now();
-    while metric(
+    wait_metric(
         &cluster.admin(),
         "vecgate_replica_joins_total",
         &["result=\"done\""],
-    ) < 1.0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the wiped replica was not refilled: {}",
-            admin_json(&format!("{}/admin/cluster", cluster.admin()))
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        1.0,
+        Duration::from_secs(60),
+    );
     wait_all_serving(&cluster.admin(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
-    let (expected, write_errors) = writer.finish();
-    let (_, failed, first_error) = stream.finish();
-    assert_eq!(failed, 0, "failed searches: {first_error:?}");
-    assert!(
-        write_errors.is_empty(),
-        "{} failed writes, the first: {:?}",
-        write_errors.len(),
-        write_errors.first()
-    );
+    let expected = writer.finish_clean();
+    finish_searches(stream);
     assert_replicas_identical(&cluster);
     assert_writes_kept(&cluster.url(), &expected);
 }
@@ -165,19 +135,15 @@ fn a_replica_that_lost_a_collection_fails_no_search_and_is_refilled() {
         &format!("{}/collections/docs", cluster.replicas[0][1].url()),
         None,
     );
-    let started = Instant::now();
-    while metric(
+    wait_metric(
         &cluster.admin(),
         "vecgate_replica_joins_total",
         &["result=\"done\""],
-    ) < 1.0
-    {
-        assert!(started.elapsed() < Duration::from_secs(60), "not refilled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        1.0,
+        Duration::from_secs(60),
+    );
     stream.wait_for_ok(stream.succeeded() + 200);
-    let (_, failed, first_error) = stream.finish();
-    assert_eq!(failed, 0, "failed searches: {first_error:?}");
+    finish_searches(stream);
     assert_replicas_identical(&cluster);
 }
 

@@ -16,7 +16,7 @@ use shardd::api::CountResult;
 use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
-use super::{encode_segment, read_result, Ctx, Done};
+use super::{encode_segment, read_result, Ctx, Done, Listed};
 use crate::balance::{pick, Replica};
 use crate::config::ReadPolicy;
 use crate::coordination::url_hash;
@@ -202,21 +202,10 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn list_collections(&self, started: StdInstant) -> Result<Done, GatewayError> {
-        #[derive(Deserialize)]
-        struct Listed {
-            collections: Vec<Named>,
-        }
-        #[derive(Deserialize)]
-        struct Named {
-            name: String,
-        }
         let (lists, partial) = self
             .scatter::<Listed>("", &Method::GET, "/collections", Bytes::new())
             .await?;
-        let mut names: Vec<String> = lists
-            .into_iter()
-            .flat_map(|l| l.collections.into_iter().map(|c| c.name))
-            .collect();
+        let mut names: Vec<String> = lists.into_iter().flat_map(Listed::names).collect();
         names.sort();
         names.dedup();
         let collections: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
