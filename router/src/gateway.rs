@@ -237,6 +237,10 @@ impl Gateway {
             "{:016x}",
             xxhash_rust::xxh3::xxh3_64(dir.to_string_lossy().as_bytes())
         );
+        metrics
+            .config_info
+            .with_label_values(&[&topology.config_hash()])
+            .set(1);
         Gateway {
             topology: ArcSwap::from_pointee(topology),
             live,
@@ -255,8 +259,47 @@ impl Gateway {
         self.topology.load_full()
     }
 
+    /// Sets the scrape-time gauges: each replica's requests in flight, whether it is up, and
+    /// its state.
+    pub fn measure(&self) {
+        let topo = self.topology();
+        let m = &self.metrics;
+        m.replica_state.reset();
+        for shard in &topo.shards {
+            let ShardKind::Remote(replicas) = &shard.kind else {
+                continue;
+            };
+            m.repair_buckets.with_label_values(&[&shard.name]);
+            m.repair_copied.with_label_values(&[&shard.name]);
+            for r in replicas {
+                let labels = [shard.name.as_str(), r.state.url.as_str()];
+                m.ejections.with_label_values(&labels);
+                m.joining
+                    .with_label_values(&[&r.state.url])
+                    .set(i64::from(r.state.joining()));
+                m.hints_pending
+                    .with_label_values(&[&r.state.url])
+                    .set(r.state.hints().map_or(0, |h| h.pending()) as i64);
+                m.replica_in_flight
+                    .with_label_values(&labels)
+                    .set(r.state.in_flight() as i64);
+                m.replica_up
+                    .with_label_values(&labels)
+                    .set(i64::from(r.state.available()));
+                m.replica_state
+                    .with_label_values(&[labels[0], labels[1], r.state.role().as_str()])
+                    .set(1);
+            }
+        }
+    }
+
     /// Swaps in a new topology; requests in flight finish on the one they started with.
     pub fn swap(&self, topology: Topology) {
+        self.metrics.config_info.reset();
+        self.metrics
+            .config_info
+            .with_label_values(&[&topology.config_hash()])
+            .set(1);
         let placement = topology.placement();
         let old = self.topology.swap(Arc::new(topology));
         if let Some(cache) = &self.cache {
@@ -316,8 +359,13 @@ impl Gateway {
 
     async fn answer_call(&self, call: Call, written: &AtomicU64) -> Reply {
         let started = StdInstant::now();
-        let failed =
-            |status: u16, message: &str, route: &'static str, allow: Option<String>| Reply {
+        // The request itself is wrong (no such route, a body that does not parse).
+        let failed = |status: u16, message: &str, route: &'static str, allow: Option<String>| {
+            self.metrics
+                .request_errors
+                .with_label_values(&[route, "invalid"])
+                .inc();
+            Reply {
                 status,
                 body: error_body(message, started).into(),
                 partial: Vec::new(),
@@ -325,7 +373,8 @@ impl Gateway {
                 allow,
                 cache: None,
                 version: None,
-            };
+            }
+        };
         let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
             Ok(found) => found,
             Err(u) => {
@@ -512,16 +561,23 @@ impl Gateway {
         shard: &str,
         replica: &Replica,
         result: &Result<Answer, CallError>,
+        took: Duration,
     ) {
         let (ok, outcome) = match result {
-            Ok(a) if a.status < 500 => (true, "ok"),
-            Ok(_) | Err(CallError::Transport(_)) => (false, "error"),
+            Ok(a) if a.status < 400 => (true, "ok"),
+            Ok(a) if a.status < 500 => (true, "4xx"),
+            Ok(_) => (false, "5xx"),
+            Err(CallError::Transport(_)) => (false, "error"),
             Err(CallError::Timeout) => (false, "timeout"),
         };
         self.metrics
             .replica_calls
             .with_label_values(&[shard, &replica.state.url, outcome])
             .inc();
+        self.metrics
+            .replica_latency
+            .with_label_values(&[shard, &replica.state.url])
+            .observe(took.as_secs_f64());
         if replica.state.record(ok) {
             self.metrics
                 .ejections

@@ -1,8 +1,10 @@
 //! The router's Prometheus metrics: client requests, replica calls by outcome, ejections,
 //! reloads, hints, replica joins and anti-entropy repair.
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
-use shardd::metrics::Registrar;
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
+use shardd::metrics::{Registrar, LATENCY_BUCKETS};
 
 /// Router-level metrics.
 pub struct RouterMetrics {
@@ -10,7 +12,8 @@ pub struct RouterMetrics {
     pub requests: IntCounterVec,
     /// Client request latency by route.
     pub latency: HistogramVec,
-    /// Calls to replicas by shard, URL and outcome (`ok`, `error`, `timeout`).
+    /// Calls to replicas by shard, URL and outcome (`ok`, `4xx`, `5xx`, `error`: refused or
+    /// broken, `timeout`).
     pub replica_calls: IntCounterVec,
     /// Passive ejections by shard and URL.
     pub ejections: IntCounterVec,
@@ -43,11 +46,42 @@ pub struct RouterMetrics {
     pub moved: IntCounter,
     /// Failed calls to etcd (`[cluster]`).
     pub etcd_errors: IntCounter,
+    /// Searches end to end (query, search, batch, groups, `/v1/search`).
+    pub search_latency: Histogram,
+    /// Calls to each replica, by shard and URL.
+    pub replica_latency: HistogramVec,
+    /// Requests in flight to each replica (at scrape time).
+    pub replica_in_flight: IntGaugeVec,
+    /// 1 when a replica serves reads, else 0 (at scrape time).
+    pub replica_up: IntGaugeVec,
+    /// 1 for each replica's state: serving, joining, lagging, down (at scrape time).
+    pub replica_state: IntGaugeVec,
+    /// Answers that left out shards (`allow_partial`), by route.
+    pub partial: IntCounterVec,
+    /// 1, labelled with the running config's hash.
+    pub config_info: IntGaugeVec,
 }
 
 impl RouterMetrics {
-    /// Registers the router's metrics in `registry`.
+    /// Registers the router's metrics in `registry`, the labelled ones with a fixed set of
+    /// labels at 0, so that rules over them see a series before the first event.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self::register(registry)?;
+        for result in ["ok", "invalid", "failed"] {
+            m.reloads.with_label_values(&[result]);
+        }
+        for result in ["done", "failed"] {
+            m.moves.with_label_values(&[result]);
+        }
+        for trigger in ["schedule", "admin"] {
+            for result in ["ok", "failed"] {
+                m.repairs.with_label_values(&[trigger, result]);
+            }
+        }
+        Ok(m)
+    }
+
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
         let r = Registrar::new(registry, "vecgate");
         Ok(RouterMetrics {
             requests: r.counters(
@@ -58,15 +92,12 @@ impl RouterMetrics {
             latency: r.histograms(
                 "http_request_duration_seconds",
                 "Client request latency by route",
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    10.0,
-                ],
+                LATENCY_BUCKETS.to_vec(),
                 &["route"],
             )?,
             replica_calls: r.counters(
                 "replica_calls_total",
-                "Calls to replicas by shard, url and outcome (ok, error, timeout)",
+                "Calls to replicas by shard, url and outcome (ok, 4xx, 5xx, error, timeout)",
                 &["shard", "url", "outcome"],
             )?,
             ejections: r.counters(
@@ -138,6 +169,42 @@ impl RouterMetrics {
                 "Points and tombstones moved to their new owner",
             )?,
             etcd_errors: r.counter("etcd_errors_total", "Failed calls to etcd")?,
+            search_latency: r.histogram(
+                "search_latency_seconds",
+                "Searches end to end: query, search, batch, groups and /v1/search",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            replica_latency: r.histograms(
+                "replica_call_duration_seconds",
+                "Calls to replicas by shard and url",
+                LATENCY_BUCKETS.to_vec(),
+                &["shard", "url"],
+            )?,
+            replica_in_flight: r.gauges(
+                "replica_in_flight",
+                "Requests in flight to each replica",
+                &["shard", "url"],
+            )?,
+            replica_up: r.gauges(
+                "replica_up",
+                "1 when a replica serves reads (healthy, not ejected, joining or lagging)",
+                &["shard", "url"],
+            )?,
+            replica_state: r.gauges(
+                "replica_state",
+                "1 for each replica's state (serving, joining, lagging, down)",
+                &["shard", "url", "state"],
+            )?,
+            partial: r.counters(
+                "partial_answers_total",
+                "Answers that left out shards (allow_partial), by route",
+                &["route"],
+            )?,
+            config_info: r.gauges(
+                "config_info",
+                "1, labelled with the hash of the running config",
+                &["hash"],
+            )?,
         })
     }
 }

@@ -128,6 +128,14 @@ impl Handler for ApiApp {
             .latency
             .with_label_values(&[reply.route])
             .observe(started.elapsed().as_secs_f64());
+        if shardd::api::Endpoint::of_template(reply.route).is_some_and(|e| e.is_search()) {
+            self.metrics
+                .search_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if !reply.partial.is_empty() {
+            self.metrics.partial.with_label_values(&[reply.route]).inc();
+        }
         let mut answer = Answer::json(reply.status, reply.body);
         if !reply.partial.is_empty() {
             answer
@@ -173,6 +181,7 @@ impl Handler for AdminApp {
                 if let Some(cache) = &self.gateway.cache {
                     cache.measure().await;
                 }
+                self.gateway.measure();
                 let mut buf = Vec::new();
                 match TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
                     Ok(()) => Answer {

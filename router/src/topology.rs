@@ -188,6 +188,12 @@ impl Topology {
         xxhash_rust::xxh3::xxh3_64(names.join("\0").as_bytes())
     }
 
+    /// A hash of the running config, as `vecgate_config_info{hash}` shows it.
+    pub fn config_hash(&self) -> String {
+        let text = serde_json::to_vec(&self.config).unwrap_or_default();
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&text))
+    }
+
     /// The shards of the config (not the draining ones).
     pub fn serving(&self) -> &[ShardRoute] {
         &self.shards[..self.config.shards.len()]

@@ -6,6 +6,13 @@ use prometheus::{
     Registry,
 };
 
+/// Latency buckets, in seconds, from 0.1 ms to 10 s: every `_seconds` histogram of both
+/// binaries uses them.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 /// Counters and histograms for the WAL, snapshots, recovery and searches.
 pub struct Metrics {
     /// Seconds each WAL fsync took.
@@ -26,6 +33,10 @@ pub struct Metrics {
     pub searches: IntCounterVec,
     /// Points per collection.
     pub points: IntGaugeVec,
+    /// Bytes of vectors and payloads per collection.
+    pub bytes: IntGaugeVec,
+    /// Seconds each write spent inserting vectors into HNSW graphs (and each rebuild at start).
+    pub index_build_seconds: Histogram,
     /// Filtered searches by how the filter found its points (`index`, `scan`).
     pub filters: IntCounterVec,
 }
@@ -34,9 +45,7 @@ impl Metrics {
     /// Creates the metrics, named with `prefix` (`shardd` in the daemon), and registers them.
     pub fn new(registry: &Registry, prefix: &str) -> prometheus::Result<Self> {
         let r = Registrar::new(registry, prefix);
-        let buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-        ];
+        let buckets = LATENCY_BUCKETS.to_vec();
         Ok(Metrics {
             wal_fsync_seconds: r.histogram(
                 "wal_fsync_duration_seconds",
@@ -59,7 +68,7 @@ impl Metrics {
             snapshot_seconds: r.histogram(
                 "snapshot_duration_seconds",
                 "Seconds each collection snapshot took",
-                buckets,
+                buckets.clone(),
             )?,
             snapshot_failures: r.counter(
                 "snapshot_failures_total",
@@ -67,6 +76,16 @@ impl Metrics {
             )?,
             searches: r.counters("searches_total", "Searches by plan", &["plan"])?,
             points: r.gauges("points", "Points per collection", &["collection"])?,
+            bytes: r.gauges(
+                "collection_bytes",
+                "Bytes of vectors and payloads per collection",
+                &["collection"],
+            )?,
+            index_build_seconds: r.histogram(
+                "index_build_duration_seconds",
+                "Seconds each write spent inserting vectors into HNSW graphs",
+                buckets,
+            )?,
             filters: r.counters(
                 "filtered_searches_total",
                 "Filtered searches by how the filter found its points (index, scan)",

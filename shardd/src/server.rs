@@ -54,9 +54,7 @@ impl AppState {
                 "shardd_http_request_duration_seconds",
                 "HTTP request latency by route",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
+            .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         registry.register(Box::new(requests.clone()))?;

@@ -233,10 +233,15 @@ impl Shard {
             },
         )?;
         for c in collections.values() {
+            let points = c.read();
             metrics
                 .points
                 .with_label_values(&[&c.name])
-                .set(c.read().len() as i64);
+                .set(points.len() as i64);
+            metrics
+                .bytes
+                .with_label_values(&[&c.name])
+                .set(points.bytes() as i64);
         }
         let clock = Clock::for_this_process();
         let identity = identity(&dir, &clock)?;
@@ -304,6 +309,7 @@ impl Shard {
         map.insert(name.to_string(), Arc::new(collection));
         drop(map);
         self.metrics.points.with_label_values(&[name]).set(0);
+        self.metrics.bytes.with_label_values(&[name]).set(0);
         self.wal.sync(seq)
     }
 
@@ -325,6 +331,7 @@ impl Shard {
         drop(map);
         self.wal.sync(seq)?;
         let _ = self.metrics.points.remove_label_values(&[name]);
+        let _ = self.metrics.bytes.remove_label_values(&[name]);
         remove_if_present(&snapshot::path_for(&self.snapshot_dir, name))?;
         Ok(true)
     }
@@ -416,12 +423,22 @@ impl Shard {
     ) -> Result<u64> {
         let seq = self.wal.append(&encode(&op)?)?;
         op.apply(&mut points, seq)?;
-        let count = points.len();
+        let (count, bytes) = (points.len(), points.bytes());
+        let built = std::mem::take(&mut points.index_build);
         drop(points);
         self.metrics
             .points
             .with_label_values(&[name])
             .set(count as i64);
+        self.metrics
+            .bytes
+            .with_label_values(&[name])
+            .set(bytes as i64);
+        if !built.is_zero() {
+            self.metrics
+                .index_build_seconds
+                .observe(built.as_secs_f64());
+        }
         self.wal.sync(seq)?;
         Ok(seq)
     }

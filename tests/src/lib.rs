@@ -672,6 +672,85 @@ impl Drop for EtcdServer {
     }
 }
 
+/// A Prometheus server on a free port of 127.0.0.1 scraping `targets` (`host:port`, path
+/// `/metrics`) every second, with `rules` loaded; killed when dropped.
+pub struct PrometheusServer {
+    child: Child,
+    /// Its URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    /// Starts one and waits (up to 30 s) until it is ready.
+    pub fn start(targets: &[String], rules: &Path) -> PrometheusServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: vecgate\n    static_configs:\n      - targets: [{}]\n",
+                rules.display(),
+                list.join(", ")
+            ),
+        )
+        .expect("writing prometheus.yml");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let stderr = if std::env::var_os("VECGATE_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new("prometheus")
+            .args([
+                &format!("--config.file={}", config.display()),
+                &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning prometheus (scripts/deps.sh installs it)");
+        wait_for(&format!("{url}/-/ready"), Duration::from_secs(30));
+        PrometheusServer {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// The result of instant query `expr`: `Err` with Prometheus's message when it fails.
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let mut resp = client()
+            .get(&format!("{}/api/v1/query", self.url))
+            .query("query", expr)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map_err(|e| e.to_string())?;
+        let body: Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+        if body["status"] != "success" {
+            return Err(body["error"].to_string());
+        }
+        Ok(body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A `redis-server` on a free port of 127.0.0.1, without persistence; killed when dropped.
 pub struct RedisServer {
     child: Option<Child>,

@@ -88,10 +88,11 @@ impl Ctx<'_> {
                             self.deadline
                         };
                         let _in_flight = r.state.start();
+                        let sent = Instant::now();
                         let result = client()
                             .call(&r.state.url, method, path, body.clone(), attempt_deadline)
                             .await;
-                        self.gw.observe(&shard.name, r, &result);
+                        self.gw.observe(&shard.name, r, &result, sent.elapsed());
                         let kind = match result {
                             Ok(a) if a.status == 404 => {
                                 if a.lost_collection() {

@@ -94,10 +94,11 @@ impl Ctx<'_> {
                             }
                         }
                         let _in_flight = r.state.start();
+                        let sent = tokio::time::Instant::now();
                         let result = client()
                             .call(&r.state.url, method, path, body, self.deadline)
                             .await;
-                        self.gw.observe(&shard.name, r, &result);
+                        self.gw.observe(&shard.name, r, &result, sent.elapsed());
                         // A joining replica may not hold the collection yet: whatever it did not
                         // take is kept for it, to replay once its copy is done.
                         let kept = if r.state.joining() {

@@ -350,6 +350,27 @@ impl Endpoint {
         )
     }
 
+    /// Whether the endpoint is a search (query, search, their batches, groups, `/v1/search`).
+    pub fn is_search(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Query
+                | Endpoint::QueryBatch
+                | Endpoint::QueryGroups
+                | Endpoint::Search
+                | Endpoint::SearchBatch
+                | Endpoint::SeedSearch
+        )
+    }
+
+    /// The endpoint whose route template is `template`.
+    pub fn of_template(template: &str) -> Option<Endpoint> {
+        TABLE
+            .iter()
+            .find(|(_, t, _)| *t == template)
+            .map(|(_, _, e)| *e)
+    }
+
     /// The route template, as metrics label it (`/collections/{c}/points/search`).
     pub fn template(self) -> &'static str {
         TABLE

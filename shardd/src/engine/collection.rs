@@ -90,6 +90,8 @@ struct Slot {
     vectors_hash: u64,
     /// Hash of the whole point (vectors and payload): replicas compare it.
     hash: u64,
+    /// Bytes of the payload as JSON.
+    payload_bytes: u32,
     payload: Payload,
 }
 
@@ -112,9 +114,13 @@ fn hash_vectors(vectors: &NamedVectors) -> u64 {
     h.digest()
 }
 
-fn hash_point(vectors_hash: u64, payload: &Payload) -> u64 {
+/// The hash of a point with vectors hashing to `vectors_hash`, and its payload's JSON size.
+fn hash_point(vectors_hash: u64, payload: &Payload) -> (u64, u32) {
     let json = serde_json::to_vec(payload).unwrap_or_default();
-    xxhash_rust::xxh3::xxh3_64_with_seed(&json, vectors_hash)
+    (
+        xxhash_rust::xxh3::xxh3_64_with_seed(&json, vectors_hash),
+        json.len() as u32,
+    )
 }
 
 /// One point's entry in a replica comparison: its version and content hash, or a tombstone.
@@ -228,6 +234,15 @@ pub(crate) struct SparseStore {
 }
 
 impl SparseStore {
+    /// Bytes of the stored vectors (an index and a value per entry).
+    fn bytes(&self) -> u64 {
+        self.vectors
+            .iter()
+            .flatten()
+            .map(|v| (v.indices.len() * 8) as u64)
+            .sum()
+    }
+
     pub(crate) fn get(&self, slot: u32) -> Option<&SparseVector> {
         self.vectors.get(slot as usize).and_then(Option::as_ref)
     }
@@ -280,6 +295,10 @@ pub struct Points {
     /// Deleted points by the version of their delete, so that an older write arriving later
     /// (a replay, a copy, another router's) does not bring them back.
     pub(crate) tombstones: BTreeMap<PointId, u64>,
+    /// Bytes of all payloads as JSON.
+    payload_bytes: u64,
+    /// Time spent inserting into HNSW graphs since the shard last took it.
+    pub(crate) index_build: std::time::Duration,
     /// Sequence number of the last write applied.
     pub last_seq: u64,
     /// Set when the collection was dropped, so writers holding it fail instead of writing to nothing.
@@ -345,9 +364,22 @@ impl Points {
             sparse,
             payload_indexes: PayloadIndexes::default(),
             tombstones: BTreeMap::new(),
+            payload_bytes: 0,
+            index_build: std::time::Duration::ZERO,
             last_seq: 0,
             dropped: false,
         })
+    }
+
+    /// Bytes of the points' vectors and payloads (JSON), as stored.
+    pub fn bytes(&self) -> u64 {
+        let dense: u64 = self
+            .dense
+            .values()
+            .map(|d| (d.len() * d.dim * 4) as u64)
+            .sum();
+        let sparse: u64 = self.sparse.values().map(|s| s.bytes()).sum();
+        dense + sparse + self.payload_bytes
     }
 
     /// Number of points.
@@ -493,12 +525,13 @@ impl Points {
         for (version, p) in points {
             self.tombstones.remove(&p.id);
             let vectors_hash = hash_vectors(&p.vectors);
-            let hash = hash_point(vectors_hash, &p.payload);
+            let (hash, payload_bytes) = hash_point(vectors_hash, &p.payload);
             let slot = match self.ids.get(&p.id) {
                 Some(&slot) => {
                     self.clear_vectors(slot)?;
                     if let Some(old) = self.slots[slot as usize].as_ref() {
                         self.payload_indexes.remove(slot, &old.payload);
+                        self.payload_bytes -= u64::from(old.payload_bytes);
                     }
                     slot
                 }
@@ -511,8 +544,10 @@ impl Points {
                 version: if version == 0 { seq } else { version },
                 vectors_hash,
                 hash,
+                payload_bytes,
                 payload: p.payload,
             });
+            self.payload_bytes += u64::from(payload_bytes);
         }
         for (name, slots) in added {
             let store = self
@@ -526,7 +561,9 @@ impl Points {
                 .iter()
                 .map(|&s| (s, &values[s as usize * *dim..(s as usize + 1) * *dim]))
                 .collect();
+            let started = std::time::Instant::now();
             index.add(&items)?;
+            self.index_build += started.elapsed();
         }
         self.last_seq = seq;
         Ok(())
@@ -593,6 +630,7 @@ impl Points {
             self.clear_vectors(slot)?;
             if let Some(old) = self.slots[slot as usize].take() {
                 self.payload_indexes.remove(slot, &old.payload);
+                self.payload_bytes -= u64::from(old.payload_bytes);
             }
             self.free.push(slot);
         }
@@ -618,7 +656,7 @@ impl Points {
         let points = points
             .into_iter()
             .filter(|(version, p)| {
-                let hash = hash_point(hash_vectors(&p.vectors), &p.payload);
+                let (hash, _) = hash_point(hash_vectors(&p.vectors), &p.payload);
                 let theirs = PointVersion {
                     id: p.id,
                     version: *version,
@@ -725,7 +763,10 @@ impl Points {
             }
             self.payload_indexes.insert(slot, &record.payload);
             record.version = if version == 0 { seq } else { version };
-            record.hash = hash_point(record.vectors_hash, &record.payload);
+            let (hash, bytes) = hash_point(record.vectors_hash, &record.payload);
+            self.payload_bytes =
+                self.payload_bytes - u64::from(record.payload_bytes) + u64::from(bytes);
+            (record.hash, record.payload_bytes) = (hash, bytes);
         }
         self.last_seq = seq;
         Ok(())
@@ -892,11 +933,14 @@ impl Points {
             }
             points.ids.insert(id, slot);
             let vectors_hash = hash_vectors(&vectors);
+            let (hash, payload_bytes) = hash_point(vectors_hash, &payload);
+            points.payload_bytes += u64::from(payload_bytes);
             points.slots[s] = Some(Slot {
                 id,
                 version,
                 vectors_hash,
-                hash: hash_point(vectors_hash, &payload),
+                hash,
+                payload_bytes,
                 payload,
             });
             points.place_vectors(slot, vectors, &mut rebuild);

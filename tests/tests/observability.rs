@@ -1,0 +1,264 @@
+//! End-to-end tests of what operators watch: both binaries' metrics under traffic (names,
+//! values moving, `promtool check metrics`), the alert rules (`promtool check rules`), and a
+//! real Prometheus scraping a cluster, through which every dashboard panel's and alert rule's
+//! expression is evaluated.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::fixture::*;
+use e2e::*;
+use serde_json::{json, Value};
+
+fn dashboards() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+}
+
+fn scrape(url: &str) -> String {
+    client()
+        .get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// `promtool check metrics` on `text`: its complaints, empty when clean.
+fn promtool_metrics(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/deps.sh installs prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        said.trim().to_string()
+    } else {
+        format!("exit {}: {said}", out.status)
+    }
+}
+
+/// A 3-shard cluster with a Redis-backed cache and some of everything: writes, searches
+/// (some cached), a bad request, a repair round.
+fn busy_cluster(redis: &RedisServer) -> Cluster {
+    let cluster = Cluster::start_with(
+        3,
+        &["eu", "eu"],
+        "",
+        &format!("[cache]\nredis_url = \"{}\"\n", redis.url()),
+    );
+    setup(&cluster.url(), &random_vectors(300, DIM, 31));
+    for q in random_vectors(20, DIM, 32).iter().cycle().take(60) {
+        ok(
+            "POST",
+            &format!("{}/collections/docs/points/query", cluster.url()),
+            Some(&json!({"query": q, "limit": 5})),
+        );
+    }
+    let (status, _) = call(
+        "POST",
+        &format!("{}/collections/docs/points/query", cluster.url()),
+        Some(&json!({"query": "not a vector"})),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = call("POST", &format!("{}/admin/repair", cluster.admin()), None);
+    assert_eq!(status, 200);
+    cluster
+}
+
+#[test]
+fn both_binaries_export_their_metrics_under_traffic() {
+    let redis = RedisServer::start();
+    let cluster = busy_cluster(&redis);
+    let router = scrape(&cluster.admin());
+    let shard = scrape(&cluster.replicas[0][0].url());
+    for name in [
+        "vecgate_http_requests_total",
+        "vecgate_search_latency_seconds_bucket",
+        "vecgate_replica_call_duration_seconds_bucket",
+        "vecgate_replica_in_flight",
+        "vecgate_replica_up",
+        "vecgate_replica_state",
+        "vecgate_replica_ejections_total",
+        "vecgate_request_errors_total",
+        "vecgate_hints_pending",
+        "vecgate_cache_lookups_total",
+        "vecgate_cache_l2_breaker_open",
+        "vecgate_config_reloads_total",
+        "vecgate_config_info",
+        "vecgate_move_running",
+        "vecgate_replica_joining",
+        "vecgate_repair_buckets_differing_total",
+    ] {
+        assert!(router.contains(name), "router lacks {name}:\n{router}");
+    }
+    for name in [
+        "shardd_points",
+        "shardd_collection_bytes",
+        "shardd_wal_appended_bytes_total",
+        "shardd_wal_fsync_duration_seconds_bucket",
+        "shardd_index_build_duration_seconds_bucket",
+        "shardd_searches_total",
+        "shardd_http_request_duration_seconds_bucket",
+    ] {
+        assert!(shard.contains(name), "shardd lacks {name}:\n{shard}");
+    }
+    let admin = cluster.admin();
+    assert!(metric(&admin, "vecgate_search_latency_seconds_count", &[]) >= 60.0);
+    assert!(metric(&admin, "vecgate_cache_lookups_total", &["result=\"hit\""]) > 0.0);
+    assert!(
+        metric(
+            &admin,
+            "vecgate_request_errors_total",
+            &["kind=\"invalid\""]
+        ) >= 1.0
+    );
+    let shard_url = cluster.replicas[0][0].url();
+    assert!(
+        metric(
+            &shard_url,
+            "shardd_collection_bytes",
+            &["collection=\"docs\""]
+        ) > 0.0
+    );
+    assert!(metric(&shard_url, "shardd_index_build_duration_seconds_count", &[]) > 0.0);
+    assert_eq!(promtool_metrics(&router), "", "the router's scrape");
+    assert_eq!(promtool_metrics(&shard), "", "shardd's scrape");
+    let rules = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dashboards().join("alerts.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        rules.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rules.stdout)
+    );
+}
+
+/// Every `expr` in a dashboard, with Grafana's `$__rate_interval` made a plain range.
+fn panel_exprs(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m");
+            out.push((panel["title"].as_str().unwrap().to_string(), expr));
+        }
+    }
+    out
+}
+
+/// The metric names an expression reads (`vecgate_...`, `shardd_...`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find(['v', 's']) {
+        let tail = &rest[at..];
+        if tail.starts_with("vecgate_") || tail.starts_with("shardd_") {
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_string());
+            rest = &tail[end..];
+        } else {
+            rest = &tail[1..];
+        }
+    }
+    names
+}
+
+#[test]
+fn prometheus_evaluates_every_dashboard_panel_and_alert_rule() {
+    let redis = RedisServer::start();
+    let cluster = busy_cluster(&redis);
+    let mut targets = vec![cluster.admin().trim_start_matches("http://").to_string()];
+    for replicas in &cluster.replicas {
+        for r in replicas {
+            targets.push(r.addr.to_string());
+        }
+    }
+    let rules = dashboards().join("alerts.yml");
+    let prometheus = PrometheusServer::start(&targets, &rules);
+    // Rates need two scrapes with traffic between them.
+    let stream = Stream::start(cluster.url(), 1);
+    let started = Instant::now();
+    loop {
+        let up = prometheus.query("sum(up)").unwrap();
+        let scrapes = prometheus.query("min(count_over_time(up[1m]))").unwrap();
+        let n = |v: &[Value]| {
+            v.first()
+                .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if n(&up) == targets.len() as f64 && n(&scrapes) >= 3.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "targets not scraped: {up:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    finish_searches(stream);
+    let mut empty = Vec::new();
+    for file in ["router.json", "shardd.json"] {
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(dashboards().join(file)).unwrap())
+                .unwrap();
+        assert_eq!(
+            dashboard["templating"]["list"][0]["type"], "datasource",
+            "{file}: the datasource is a variable"
+        );
+        for (title, expr) in panel_exprs(&dashboard) {
+            match prometheus.query(&expr) {
+                Ok(result) if result.is_empty() => empty.push(format!("{file}: {title}: {expr}")),
+                Ok(_) => {}
+                Err(e) => panic!("{file}: {title}: `{expr}` does not evaluate: {e}"),
+            }
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "panels without data:\n{}",
+        empty.join("\n")
+    );
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let exprs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .collect();
+    assert!(exprs.len() >= 8);
+    for expr in exprs {
+        prometheus
+            .query(expr)
+            .unwrap_or_else(|e| panic!("rule `{expr}` does not evaluate: {e}"));
+        for name in metric_names(expr) {
+            let series = prometheus
+                .query(&format!("count({{__name__=\"{name}\"}})"))
+                .unwrap();
+            assert!(
+                !series.is_empty(),
+                "rule `{expr}` reads {name}, which nobody exports"
+            );
+        }
+    }
+}
