@@ -81,6 +81,62 @@ pub struct Reply {
     pub cache: Option<Outcome>,
     /// The version of the write this answers (`x-vecgate-version`), for reads that must see it.
     pub version: Option<u64>,
+    /// Shards that answered, of the serving ones (`x-vecgate-shards`).
+    pub shards: Option<(usize, usize)>,
+    /// Where the time went (`server-timing`).
+    pub timing: Timing,
+}
+
+/// Where a request's time went, as `server-timing` reports it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// In the result cache: lookups, and waiting for an identical request's search.
+    pub cache: Duration,
+    /// Waiting for shards (every fan-out's wall time).
+    pub scatter: Duration,
+    /// The rest of the search: parsing, planning, merging, encoding.
+    pub merge: Duration,
+}
+
+/// What one request's handling measures and records on the way.
+#[derive(Default)]
+pub(crate) struct RequestStats {
+    /// The version of the write it made.
+    written: AtomicU64,
+    /// Shards asked at all.
+    asked: std::sync::atomic::AtomicBool,
+    /// Shards that could not answer.
+    failed_shards: std::sync::atomic::AtomicUsize,
+    /// Microseconds waiting for shards.
+    scatter_us: AtomicU64,
+    /// Microseconds answering from the shards (scatter included).
+    search_us: AtomicU64,
+}
+
+impl RequestStats {
+    /// Runs a fan-out to shards, counting its wall time.
+    pub(crate) async fn shards<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.asked.store(true, Ordering::SeqCst);
+        let started = StdInstant::now();
+        let out = f.await;
+        self.scatter_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
+        out
+    }
+
+    /// Runs the part of a request answered from the shards, counting its wall time.
+    pub(crate) async fn searched<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        let started = StdInstant::now();
+        let out = f.await;
+        self.search_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
+        out
+    }
+
+    /// Records the version of the write the request made.
+    pub(crate) fn wrote(&self, version: u64) {
+        self.written.store(version, Ordering::SeqCst);
+    }
 }
 
 impl Reply {
@@ -94,6 +150,8 @@ impl Reply {
             allow: None,
             cache: None,
             version: None,
+            shards: None,
+            timing: Timing::default(),
         }
     }
 
@@ -345,19 +403,41 @@ impl Gateway {
 
     /// Answers one client request; a write of points is answered with its version.
     pub async fn handle(&self, call: Call) -> Reply {
-        let written = AtomicU64::new(0);
+        let stats = RequestStats::default();
         if let Some(v) = call.token {
             self.clock.observe(v);
         }
-        let mut reply = self.answer_call(call, &written).await;
-        let v = written.load(Ordering::SeqCst);
+        let total = self.topology().serving().len();
+        let started = StdInstant::now();
+        let mut reply = self.answer_call(call, &stats).await;
+        let all = started.elapsed();
+        let v = stats.written.load(Ordering::SeqCst);
         if v != 0 && reply.status == 200 {
             reply.version = Some(v);
         }
+        let answered = if reply.status == 200 && reply.cache.is_some_and(|o| o != Outcome::Miss) {
+            total
+        } else if stats.asked.load(Ordering::SeqCst) {
+            total.saturating_sub(reply.partial.len() + stats.failed_shards.load(Ordering::SeqCst))
+        } else {
+            0
+        };
+        reply.shards = Some((answered, total));
+        let micros = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::SeqCst));
+        let (scatter, search) = (micros(&stats.scatter_us), micros(&stats.search_us));
+        reply.timing = Timing {
+            cache: if reply.cache.is_some() {
+                all.saturating_sub(search)
+            } else {
+                Duration::ZERO
+            },
+            scatter,
+            merge: search.saturating_sub(scatter),
+        };
         reply
     }
 
-    async fn answer_call(&self, call: Call, written: &AtomicU64) -> Reply {
+    async fn answer_call(&self, call: Call, stats: &RequestStats) -> Reply {
         let started = StdInstant::now();
         // The request itself is wrong (no such route, a body that does not parse).
         let failed = |status: u16, message: &str, route: &'static str, allow: Option<String>| {
@@ -373,6 +453,8 @@ impl Gateway {
                 allow,
                 cache: None,
                 version: None,
+                shards: None,
+                timing: Timing::default(),
             }
         };
         let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
@@ -391,7 +473,7 @@ impl Gateway {
         let asked = client_timeout(call.query.as_deref());
         let ctx = Ctx {
             gw: self,
-            written,
+            stats,
             token: call.token,
             missing: tokio::sync::Mutex::new(None),
             topo: &topo,
@@ -423,8 +505,10 @@ impl Gateway {
             }
         }
         if let (Some(only), None) = (forward_to, mode) {
-            let answered = ctx.forward(only, &params.collection, &call).await;
-            return self.finish(answered, template, started);
+            let answered = stats
+                .searched(ctx.forward(only, &params.collection, &call))
+                .await;
+            return self.finish(answered, template, started, stats);
         }
         // A read whose exact bytes were answered before is found without parsing it.
         if let (Some(cache), Some(mode)) = (&self.cache, mode) {
@@ -457,7 +541,8 @@ impl Gateway {
             Err(e) => return failed(e.status(), &e.to_string(), template, None),
         };
         let (Some(cache), Some(mode)) = (&self.cache, mode) else {
-            return self.finish(ctx.answer(route, &call, started).await, template, started);
+            let answered = stats.searched(ctx.answer(route, &call, started)).await;
+            return self.finish(answered, template, started, stats);
         };
         let key = match route.cache_key() {
             Some(canonical) => {
@@ -493,11 +578,15 @@ impl Gateway {
             _ => None,
         };
         let search = async {
-            let answered = match forward_to {
-                Some(only) => ctx.forward(only, &collection, &call).await,
-                None => ctx.answer(route, &call, started).await,
-            };
-            self.finish(answered, template, started)
+            let answered = stats
+                .searched(async {
+                    match forward_to {
+                        Some(only) => ctx.forward(only, &collection, &call).await,
+                        None => ctx.answer(route, &call, started).await,
+                    }
+                })
+                .await;
+            self.finish(answered, template, started, stats)
         };
         match key {
             Some(key) => {
@@ -526,7 +615,11 @@ impl Gateway {
         answered: Result<Done, GatewayError>,
         template: &'static str,
         started: StdInstant,
+        stats: &RequestStats,
     ) -> Reply {
+        if let Err(GatewayError::Unreachable(failures)) = &answered {
+            stats.failed_shards.store(failures.len(), Ordering::SeqCst);
+        }
         match answered {
             Ok(done) => Reply {
                 status: done.status,
@@ -536,6 +629,8 @@ impl Gateway {
                 allow: None,
                 cache: None,
                 version: None,
+                shards: None,
+                timing: Timing::default(),
             },
             Err(e) => {
                 self.metrics
@@ -550,6 +645,8 @@ impl Gateway {
                     allow: None,
                     cache: None,
                     version: None,
+                    shards: None,
+                    timing: Timing::default(),
                 }
             }
         }
@@ -619,8 +716,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) topo: &'a Topology,
     pub(crate) deadline: Instant,
     pub(crate) region: String,
-    /// Set to the version of the write this request made.
-    pub(crate) written: &'a AtomicU64,
+    /// What this request measures and records.
+    pub(crate) stats: &'a RequestStats,
     /// `x-vecgate-version`: the version of a write this read must see.
     pub(crate) token: Option<u64>,
     /// With a token and `[cluster]`: the writes other routers know replicas missed (by URL
@@ -637,7 +734,10 @@ impl Ctx<'_> {
     ) -> Result<Done, GatewayError> {
         if let [only] = self.topo.shards.as_slice() {
             if let ShardKind::Builtin(shard) = &only.kind {
-                return self.in_process(shard, route, started).await;
+                return self
+                    .stats
+                    .shards(self.in_process(shard, route, started))
+                    .await;
             }
         }
         let c = route.collection.as_str();
@@ -782,13 +882,14 @@ impl Ctx<'_> {
             None => call.path.clone(),
         };
         let answer = self
-            .read_one(
+            .stats
+            .shards(self.read_one(
                 shard,
                 self.policy(collection),
                 &call.method,
                 &path,
                 call.body.clone(),
-            )
+            ))
             .await?;
         Ok(answer.into())
     }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -148,6 +148,23 @@ impl Handler for ApiApp {
         if let Some(v) = reply.version {
             answer.headers.push(("x-vecgate-version", v.to_string()));
         }
+        if let Some((answered, total)) = reply.shards {
+            answer
+                .headers
+                .push(("x-vecgate-shards", format!("{answered}/{total}")));
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let t = reply.timing;
+        answer.headers.push((
+            "server-timing",
+            format!(
+                "cache;dur={:.3}, scatter;dur={:.3}, merge;dur={:.3}, total;dur={:.3}",
+                ms(t.cache),
+                ms(t.scatter),
+                ms(t.merge),
+                ms(started.elapsed())
+            ),
+        ));
         if let Some(outcome) = reply.cache {
             answer
                 .headers

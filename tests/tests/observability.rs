@@ -262,3 +262,55 @@ fn prometheus_evaluates_every_dashboard_panel_and_alert_rule() {
         }
     }
 }
+
+/// A search through `url`: its `x-vecgate-shards` and the `server-timing` durations by name.
+fn explained(url: &str, body: &Value) -> (String, std::collections::BTreeMap<String, f64>) {
+    let resp = client()
+        .post(&format!("{url}/collections/docs/points/query"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(body)
+        .unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let timing = header("server-timing")
+        .split(", ")
+        .filter_map(|part| {
+            let (name, dur) = part.split_once(";dur=")?;
+            Some((name.to_string(), dur.parse().ok()?))
+        })
+        .collect();
+    (header("x-vecgate-shards"), timing)
+}
+
+#[test]
+fn every_answer_says_which_shards_answered_and_where_its_time_went() {
+    let mut cluster =
+        Cluster::start_with(3, &["eu"], "allow_partial = true", "[cache]\nttl_s = 60\n");
+    setup(&cluster.url(), &random_vectors(300, DIM, 33));
+    let q = json!({"query": vec![0.5; DIM], "limit": 5});
+    let (shards, t) = explained(&cluster.url(), &q);
+    assert_eq!(shards, "3/3");
+    for part in ["cache", "scatter", "merge", "total"] {
+        assert!(t.contains_key(part), "{part} missing: {t:?}");
+    }
+    assert!(t["scatter"] > 0.0 && t["total"] >= t["scatter"], "{t:?}");
+    let (shards, t) = explained(&cluster.url(), &q);
+    assert_eq!(shards, "3/3", "a cached answer covers every shard");
+    assert_eq!(t["scatter"], 0.0, "a cache hit asks no shard: {t:?}");
+    assert!(t["cache"] > 0.0, "{t:?}");
+    let (shards, _) = explained(&cluster.url(), &json!({"query": "nope"}));
+    assert_eq!(shards, "0/3", "a bad request reaches no shard");
+    cluster.replicas[1][0].kill9();
+    let (shards, _) = explained(
+        &cluster.url(),
+        &json!({"query": vec![0.25; DIM], "limit": 5}),
+    );
+    assert_eq!(shards, "2/3", "a partial answer names how many answered");
+}

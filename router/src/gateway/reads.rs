@@ -172,13 +172,12 @@ impl Ctx<'_> {
         body: Bytes,
     ) -> Result<(Vec<T>, Vec<String>), GatewayError> {
         let policy = self.policy(collection);
-        let answers = join_all(
-            self.topo
-                .shards
-                .iter()
-                .map(|shard| self.read_one(shard, policy, method, path, body.clone())),
-        )
-        .await;
+        let answers = self
+            .stats
+            .shards(join_all(self.topo.shards.iter().map(|shard| {
+                self.read_one(shard, policy, method, path, body.clone())
+            })))
+            .await;
         let mut results = Vec::with_capacity(answers.len());
         let mut failures = Vec::new();
         let mut lacking = None;
@@ -299,7 +298,7 @@ impl Ctx<'_> {
             }
         });
         let mut found: HashMap<PointId, RawHit> = HashMap::new();
-        for records in join_all(calls).await {
+        for records in self.stats.shards(join_all(calls)).await {
             for r in records? {
                 if found.get(&r.id).is_none_or(|held| held.version < r.version) {
                     found.insert(r.id, r);
@@ -318,7 +317,8 @@ impl Ctx<'_> {
     ) -> Result<Done, GatewayError> {
         let shard = &self.topo.shards[self.topo.owner(&id)];
         let answer = self
-            .read_one(shard, self.policy(c), &Method::GET, path, Bytes::new())
+            .stats
+            .shards(self.read_one(shard, self.policy(c), &Method::GET, path, Bytes::new()))
             .await?;
         // While points move, one not yet copied is on its previous owner.
         if let (404, Some(previous)) = (answer.status, self.topo.previous_owner(&id)) {

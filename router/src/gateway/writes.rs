@@ -197,7 +197,7 @@ impl Ctx<'_> {
         let mut acknowledged = Vec::new();
         let mut short = Vec::new();
         let mut missing = None;
-        for (shard, w) in join_all(calls).await {
+        for (shard, w) in self.stats.shards(join_all(calls)).await {
             if let Some(refused) = w.answers.iter().find(|a| (400..500).contains(&a.status)) {
                 let refusal = read_result::<Value>(&shard.name, refused)
                     .expect_err("4xx answers are refusals");
@@ -246,8 +246,7 @@ impl Ctx<'_> {
     ) -> Result<UpdateResult, GatewayError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let version = self.gw.clock.now();
-        self.written
-            .store(version, std::sync::atomic::Ordering::SeqCst);
+        self.stats.wrote(version);
         let path = format!("{path}{sep}version={version}");
         let mut operation = 0;
         for (shard, a) in self.write_answers(method, &path, parts).await? {
