@@ -112,24 +112,30 @@ fn held_per_shard(cluster: &Cluster) -> Vec<usize> {
         .collect()
 }
 
-/// After a move: each point on exactly one shard (the per-shard counts add up to the total),
-/// the replicas of each shard equal, and count, scroll and get-by-id exact.
-fn assert_settled(cluster: &Cluster, expected: &Expected) {
-    let live_writes = expected.values().filter(|s| s.is_some()).count();
-    let total = FIXED + live_writes;
+/// `total` points, each on exactly one shard (the per-shard counts add up), and the count
+/// through the router at `url` says so too. Returns the per-shard counts.
+fn assert_placed_once(cluster: &Cluster, total: usize, url: &str) -> Vec<usize> {
     let held = held_per_shard(cluster);
     assert_eq!(
         held.iter().sum::<usize>(),
         total,
-        "every point on one shard only: {held:?}"
+        "every point on one shard only, none lost: {held:?}"
     );
     let count = ok(
         "POST",
-        &format!("{}/collections/docs/points/count", cluster.url()),
+        &format!("{url}/collections/docs/points/count"),
         Some(&json!({})),
     )["count"]
         .clone();
     assert_eq!(count, json!(total));
+    held
+}
+
+/// After a move: each point on exactly one shard (the per-shard counts add up to the total),
+/// the replicas of each shard equal, and count, scroll and get-by-id exact.
+fn assert_settled(cluster: &Cluster, expected: &Expected) {
+    let live_writes = expected.values().filter(|s| s.is_some()).count();
+    assert_placed_once(cluster, FIXED + live_writes, &cluster.url());
     assert_eq!(scrolled_ids(&cluster.url()).len(), FIXED);
     assert_writes_kept(&cluster.url(), expected);
     assert_replicas_identical(cluster);
@@ -202,22 +208,9 @@ fn a_router_killed_in_the_middle_of_a_move_finishes_it_after_a_restart() {
         std::thread::sleep(Duration::from_millis(5));
     }
     cluster.router.kill9();
-    let moved_before = held_per_shard(&cluster);
     cluster.router = vecgate(&cluster.config);
     wait_moved(&cluster.admin(), Duration::from_secs(120));
-    let held = held_per_shard(&cluster);
-    assert_eq!(
-        held.iter().sum::<usize>(),
-        bulk.len(),
-        "nothing lost or duplicated: {held:?} (at the kill: {moved_before:?})"
-    );
-    let count = ok(
-        "POST",
-        &format!("{}/collections/docs/points/count", cluster.url()),
-        Some(&json!({})),
-    )["count"]
-        .clone();
-    assert_eq!(count, json!(bulk.len()));
+    let held = assert_placed_once(&cluster, bulk.len(), &cluster.url());
     assert!(held[2] > 0);
 }
 
@@ -272,18 +265,6 @@ fn with_etcd_two_routers_run_one_move_and_the_survivor_of_a_kill_finishes_it() {
         cluster.url()
     };
     wait_moved(&survivor_admin, Duration::from_secs(120));
-    let held = held_per_shard(&cluster);
-    assert_eq!(
-        held.iter().sum::<usize>(),
-        bulk.len(),
-        "nothing lost or duplicated: {held:?}"
-    );
+    let held = assert_placed_once(&cluster, bulk.len(), &survivor_url);
     assert!(held[2] > 0, "{held:?}");
-    let count = ok(
-        "POST",
-        &format!("{survivor_url}/collections/docs/points/count"),
-        Some(&json!({})),
-    )["count"]
-        .clone();
-    assert_eq!(count, json!(bulk.len()));
 }

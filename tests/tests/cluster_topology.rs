@@ -107,13 +107,7 @@ fn a_replica_whose_data_directory_was_deleted_is_refilled_without_a_failed_searc
     std::fs::remove_dir_all(cluster.replica_dir(0, 1)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     cluster.replicas[0][1].restart();
-    wait_metric(
-        &cluster.admin(),
-        "vecgate_replica_joins_total",
-        &["result=\"done\""],
-        1.0,
-        Duration::from_secs(60),
-    );
+    wait_joined(&cluster.admin(), 1.0);
     wait_all_serving(&cluster.admin(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
     let expected = writer.finish_clean();
@@ -135,13 +129,7 @@ fn a_replica_that_lost_a_collection_fails_no_search_and_is_refilled() {
         &format!("{}/collections/docs", cluster.replicas[0][1].url()),
         None,
     );
-    wait_metric(
-        &cluster.admin(),
-        "vecgate_replica_joins_total",
-        &["result=\"done\""],
-        1.0,
-        Duration::from_secs(60),
-    );
+    wait_joined(&cluster.admin(), 1.0);
     stream.wait_for_ok(stream.succeeded() + 200);
     finish_searches(stream);
     assert_replicas_identical(&cluster);
@@ -245,6 +233,17 @@ fn repair_brings_every_replica_the_writes_it_never_saw() {
             &["shard=\"s0\""]
         ),
         14.0
+    );
+}
+
+/// Waits (up to a minute) until `n` replica joins finished at the router `admin`.
+fn wait_joined(admin: &str, n: f64) {
+    wait_metric(
+        admin,
+        "vecgate_replica_joins_total",
+        &["result=\"done\""],
+        n,
+        Duration::from_secs(60),
     );
 }
 

@@ -72,6 +72,9 @@ impl Ctx<'_> {
             ShardKind::Remote(replicas) => {
                 let calls = replicas.iter().map(|r| {
                     let body = body.clone();
+                    // Whether it counts is decided once, as the write is sent: a join that ends
+                    // while it is in flight must not make a queued write count as missed.
+                    let joining = r.state.joining();
                     async move {
                         let hint = Hint {
                             method: method.to_string(),
@@ -86,6 +89,7 @@ impl Ctx<'_> {
                             if queued {
                                 return (
                                     r,
+                                    joining,
                                     hint,
                                     Err(CallError::Transport(
                                         "queued behind writes it missed".into(),
@@ -101,7 +105,7 @@ impl Ctx<'_> {
                         self.gw.observe(&shard.name, r, &result, sent.elapsed());
                         // A joining replica may not hold the collection yet: whatever it did not
                         // take is kept for it, to replay once its copy is done.
-                        let kept = if r.state.joining() {
+                        let kept = if joining {
                             !matches!(&result, Ok(a) if a.status == 200)
                         } else {
                             !matches!(&result, Ok(a) if a.status < 500)
@@ -109,7 +113,7 @@ impl Ctx<'_> {
                         if kept {
                             self.keep_hint(r, &hint).await;
                         }
-                        (r, hint, result)
+                        (r, joining, hint, result)
                     }
                 });
                 let results = join_all(calls).await;
@@ -117,7 +121,8 @@ impl Ctx<'_> {
                 // is over the replicas that serve.
                 let counted: Vec<_> = results
                     .into_iter()
-                    .filter(|(r, _, _)| !r.state.joining())
+                    .filter(|(_, joining, _, _)| !joining)
+                    .map(|(r, _, hint, result)| (r, hint, result))
                     .collect();
                 let mut w = ShardWrite {
                     acks: 0,
