@@ -21,7 +21,8 @@ if [ -z "${BIN_DIR:-}" ]; then
   target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   BIN_DIR=${target:-target}/release
 fi
-ports=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$config" | sed 's/.*://' | sort -un)
+# Replica URLs only (`url = "..."` outside comments), not other addresses such as etcd's.
+ports=$(sed 's/#.*//' "$config" | grep -o 'url *= *"http://127\.0\.0\.1:[0-9]*' | sed 's/.*://' | sort -un)
 if [ -z "$ports" ]; then
   echo "cluster.sh: $config lists no replica on 127.0.0.1; nothing to start" >&2
   exit 1

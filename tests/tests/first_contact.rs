@@ -381,19 +381,21 @@ impl Drop for KillGroupOnDrop {
     }
 }
 
-/// A 2 x 2 cluster config on free ports, for `scripts/cluster.sh`.
+/// A 2 x 2 cluster config on free ports, for `scripts/cluster.sh`, with a commented-out
+/// `[cluster]` naming a fifth address (`ports[4]`), which is no replica.
 fn cluster_config(path: &std::path::Path, data: &std::path::Path) -> Vec<u16> {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let replicas = |a: u16, b: u16| {
         format!("[{{ url = \"http://127.0.0.1:{a}\" }}, {{ url = \"http://127.0.0.1:{b}\" }}]")
     };
     std::fs::write(
         path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[routing]\nwrite_consistency = \"one\"\n\n[[shards]]\nname = \"s0\"\nreplicas = {}\n\n[[shards]]\nname = \"s1\"\nreplicas = {}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[routing]\nwrite_consistency = \"one\"\n\n[[shards]]\nname = \"s0\"\nreplicas = {}\n\n[[shards]]\nname = \"s1\"\nreplicas = {}\n\n# [cluster]\n# etcd_endpoints = [\"http://127.0.0.1:{}\"]\n",
             data.join("router").display(),
             replicas(ports[0], ports[1]),
             replicas(ports[2], ports[3]),
+            ports[4],
         ),
     )
     .unwrap();
@@ -436,6 +438,10 @@ fn cluster_script_survives_a_replica_kill_and_exits_0_on_sigint() {
     assert_eq!(addrs.len(), 2, "vecgate's two listeners");
     let url = format!("http://{}", addrs[0]);
     wait_for(&format!("{url}/healthz"), Duration::from_secs(30));
+    assert!(
+        pids_with(&["shardd", &format!("127.0.0.1:{}", ports[4])]).is_empty(),
+        "an address that is no replica's gets no shardd"
+    );
     create_docs(&url);
     ok(
         "PUT",
