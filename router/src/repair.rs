@@ -310,7 +310,7 @@ pub fn start_joins(gateway: &Arc<Gateway>, joined: impl Fn() + Clone + Send + 's
                             .joins
                             .with_label_values(&[&target.url, "failed"])
                             .inc();
-                        tracing::warn!(%shard, url = %target.url, error = %e, "replica join failed; retrying");
+                        tracing::warn!(%shard, url = %target.url, error = %e, "replica join failed; retrying after a backoff");
                     }
                 }
             });

@@ -39,6 +39,10 @@ pub struct ReplicaState {
     joining: AtomicBool,
     /// A join task owns this replica.
     join_running: AtomicBool,
+    /// Joins that failed in a row, and the time (ms after `epoch`) before which none is
+    /// tried again: 1 s after the first failure, doubling up to [`MAX_EJECTION`].
+    join_failures: AtomicU32,
+    join_not_before_ms: AtomicU64,
     /// Buckets of the join's copy done, and in all.
     join_done: AtomicU64,
     join_total: AtomicU64,
@@ -108,6 +112,8 @@ impl ReplicaState {
             hints,
             joining: AtomicBool::new(false),
             join_running: AtomicBool::new(false),
+            join_failures: AtomicU32::new(0),
+            join_not_before_ms: AtomicU64::new(0),
             join_done: AtomicU64::new(0),
             join_total: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
@@ -150,16 +156,26 @@ impl ReplicaState {
         !self.joining.swap(true, Ordering::SeqCst)
     }
 
-    /// Claims the join for one task; `false` when another runs it.
+    /// Claims the join for one task; `false` when another runs it, or a failed one's backoff
+    /// has not passed.
     pub fn claim_join(&self) -> bool {
-        !self.join_running.swap(true, Ordering::SeqCst)
+        self.now_ms() >= self.join_not_before_ms.load(Ordering::SeqCst)
+            && !self.join_running.swap(true, Ordering::SeqCst)
     }
 
     /// Ends a join: `done` makes the replica serve again (once its hints are replayed);
-    /// otherwise it stays joining for another attempt.
+    /// otherwise it stays joining for another attempt after a backoff.
     pub fn end_join(&self, done: bool) {
         if done {
             self.joining.store(false, Ordering::SeqCst);
+            self.join_failures.store(0, Ordering::SeqCst);
+        } else {
+            let n = self.join_failures.fetch_add(1, Ordering::SeqCst);
+            let backoff = BASE_EJECTION
+                .saturating_mul(1 << n.min(16))
+                .min(MAX_EJECTION);
+            self.join_not_before_ms
+                .store(self.now_ms() + backoff.as_millis() as u64, Ordering::SeqCst);
         }
         self.join_running.store(false, Ordering::SeqCst);
     }
@@ -306,7 +322,12 @@ mod tests {
         assert_eq!(r.role(), Role::Joining);
         assert!(r.claim_join() && !r.claim_join(), "one join task at a time");
         r.end_join(false);
-        assert!(r.joining() && r.claim_join(), "a failed join is retried");
+        assert!(
+            r.joining() && !r.claim_join(),
+            "a failed join waits before it is retried"
+        );
+        r.join_not_before_ms.store(0, Ordering::SeqCst);
+        assert!(r.claim_join(), "then it is retried");
         r.end_join(true);
         assert_eq!(r.role(), Role::Serving);
     }
