@@ -194,7 +194,7 @@ fn a_removed_shard_is_drained_before_it_leaves() {
 
 #[test]
 fn a_router_killed_in_the_middle_of_a_move_finishes_it_after_a_restart() {
-    let mut cluster = Cluster::start(2, &["eu"], "");
+    let mut cluster = Cluster::start(2, &["eu", "eu"], "");
     let bulk = random_vectors(6_000, DIM, 23);
     setup(&cluster.url(), &bulk);
     cluster.add_shard("");
@@ -212,6 +212,7 @@ fn a_router_killed_in_the_middle_of_a_move_finishes_it_after_a_restart() {
     wait_moved(&cluster.admin(), Duration::from_secs(120));
     let held = assert_placed_once(&cluster, bulk.len(), &cluster.url());
     assert!(held[2] > 0);
+    assert_replicas_identical(&cluster);
 }
 
 #[test]
@@ -219,7 +220,7 @@ fn with_etcd_two_routers_run_one_move_and_the_survivor_of_a_kill_finishes_it() {
     let etcd = EtcdServer::start();
     let mut cluster = Cluster::start_with(
         2,
-        &["eu"],
+        &["eu", "eu"],
         "",
         &format!(
             "[cluster]\netcd_endpoints = [\"{}\"]\nlease_ttl_s = 2\n",
@@ -267,4 +268,5 @@ fn with_etcd_two_routers_run_one_move_and_the_survivor_of_a_kill_finishes_it() {
     wait_moved(&survivor_admin, Duration::from_secs(120));
     let held = assert_placed_once(&cluster, bulk.len(), &survivor_url);
     assert!(held[2] > 0, "{held:?}");
+    assert_replicas_identical(&cluster);
 }

@@ -137,7 +137,7 @@ fn a_replica_that_lost_a_collection_fails_no_search_and_is_refilled() {
 
 #[test]
 fn two_routers_writing_the_same_ids_leave_every_replica_identical() {
-    let cluster = Cluster::start(2, &["eu", "eu"], "repair_interval_s = 0");
+    let cluster = Cluster::start(3, &["eu", "eu"], "repair_interval_s = 0");
     let second = cluster.another_router("repair_interval_s = 0");
     setup(&cluster.url(), &random_vectors(50, DIM, 13));
     let routers = [cluster.url(), second.url()];
