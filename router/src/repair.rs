@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::gateway::{encode_segment, Envelope, Gateway, Listed};
 use crate::replica::ReplicaState;
 use crate::topology::ShardKind;
-use crate::upstream::client;
+use crate::upstream::{client, Answer, CallError};
 
 /// Id buckets a collection is compared in.
 pub const BUCKETS: u32 = 256;
@@ -68,6 +68,31 @@ pub struct ShardRepair {
     pub errors: Vec<String>,
 }
 
+/// A call's answer when it is a 200, else the error naming `who` was asked what.
+pub(crate) fn accepted(
+    result: Result<Answer, CallError>,
+    who: &str,
+    method: &Method,
+    path: &str,
+) -> Result<Answer, String> {
+    match result {
+        Ok(a) if a.status == 200 => Ok(a),
+        Ok(a) => Err(format!(
+            "{who}: {method} {path} answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
+        )),
+        Err(e) => Err(format!("{who}: {method} {path}: {e}")),
+    }
+}
+
+/// The `result` of a shard's answer.
+pub(crate) fn result<T: DeserializeOwned>(a: &Answer) -> Result<T, String> {
+    serde_json::from_slice::<Envelope<T>>(&a.body)
+        .map(|e| e.result)
+        .map_err(|e| format!("unreadable answer: {e}"))
+}
+
 /// Calls a replica's replication endpoint and reads its result.
 async fn call<T: DeserializeOwned>(
     url: &str,
@@ -76,20 +101,10 @@ async fn call<T: DeserializeOwned>(
     body: Vec<u8>,
 ) -> Result<T, String> {
     let deadline = Instant::now() + CALL_TIMEOUT;
-    let a = client()
+    let answered = client()
         .call(url, &method, path, Bytes::from(body), deadline)
-        .await
-        .map_err(|e| format!("{url}: {method} {path}: {e}"))?;
-    if a.status != 200 {
-        return Err(format!(
-            "{url}: {method} {path} answered {}: {}",
-            a.status,
-            String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
-        ));
-    }
-    serde_json::from_slice::<Envelope<T>>(&a.body)
-        .map(|e| e.result)
-        .map_err(|e| format!("{url}: {method} {path}: unreadable answer: {e}"))
+        .await;
+    result(&accepted(answered, url, &method, path)?).map_err(|e| format!("{url}: {path}: {e}"))
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {

@@ -33,8 +33,8 @@ use shardd::engine::point::PointId;
 use tokio::time::Instant;
 
 use crate::coordination::{Etcd, SharedMove};
-use crate::gateway::{encode_segment, Envelope, Gateway, Listed};
-use crate::repair::BUCKETS;
+use crate::gateway::{encode_segment, Gateway, Listed};
+use crate::repair::{accepted, result, BUCKETS};
 use crate::topology::{write_placement, MoveProgress, Phase, ShardKind, ShardRoute, Topology};
 use crate::upstream::{call_builtin, client, Answer, CallError};
 
@@ -65,26 +65,12 @@ async fn call_one(
         (ShardKind::Remote(_), Some(url)) => client().call(url, method, path, body, deadline).await,
         (ShardKind::Remote(_), None) => Err(CallError::Transport("no replica is up".into())),
     };
-    let where_ = url.unwrap_or("built-in");
-    match result {
-        Ok(a) if a.status == 200 => Ok(a),
-        Ok(a) => Err(format!(
-            "shard {} ({where_}): {method} {path} answered {}: {}",
-            shard.name,
-            a.status,
-            String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
-        )),
-        Err(e) => Err(format!(
-            "shard {} ({where_}): {method} {path}: {e}",
-            shard.name
-        )),
-    }
-}
-
-fn result<T: DeserializeOwned>(a: &Answer) -> Result<T, String> {
-    serde_json::from_slice::<Envelope<T>>(&a.body)
-        .map(|e| e.result)
-        .map_err(|e| format!("unreadable answer: {e}"))
+    accepted(
+        result,
+        &format!("shard {} ({})", shard.name, url.unwrap_or("built-in")),
+        method,
+        path,
+    )
 }
 
 /// Reads from one serving replica of `shard` (the built-in one in process).
