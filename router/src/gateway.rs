@@ -85,6 +85,8 @@ pub struct Reply {
     pub shards: Option<(usize, usize)>,
     /// Where the time went (`server-timing`).
     pub timing: Timing,
+    /// Whether it answers a search (for `vecgate_search_latency_seconds`).
+    pub search: bool,
 }
 
 /// Where a request's time went, as `server-timing` reports it.
@@ -140,19 +142,25 @@ impl RequestStats {
 }
 
 impl Reply {
-    /// A cached answer (only complete 200 answers are cached).
-    pub(crate) fn cached(body: Bytes) -> Reply {
+    /// An answer with `status` and `body` to `route`, nothing else said yet.
+    fn new(status: u16, body: Bytes, route: &'static str) -> Reply {
         Reply {
-            status: 200,
+            status,
             body,
             partial: Vec::new(),
-            route: "",
+            route,
             allow: None,
             cache: None,
             version: None,
             shards: None,
             timing: Timing::default(),
+            search: false,
         }
+    }
+
+    /// A cached answer (only complete 200 answers are cached).
+    pub(crate) fn cached(body: Bytes) -> Reply {
+        Reply::new(200, body, "")
     }
 
     /// Whether this answer may be cached: complete, successful and at most `max_bytes`.
@@ -407,9 +415,28 @@ impl Gateway {
         if let Some(v) = call.token {
             self.clock.observe(v);
         }
-        let total = self.topology().serving().len();
+        let topo = self.topology();
+        let total = topo.serving().len();
         let started = StdInstant::now();
-        let mut reply = self.answer_call(call, &stats).await;
+        let mut reply = match Endpoint::find(&call.method, &call.path) {
+            Ok((endpoint, params)) => {
+                let mut reply = self
+                    .answer_call(call, endpoint, params, &topo, &stats)
+                    .await;
+                reply.search = endpoint.is_search();
+                reply
+            }
+            Err(u) => {
+                let mut reply = self.invalid(
+                    u.status(),
+                    &u.message(&call.method, &call.path),
+                    "unmatched",
+                    started,
+                );
+                reply.allow = u.allow();
+                reply
+            }
+        };
         let all = started.elapsed();
         let v = stats.written.load(Ordering::SeqCst);
         if v != 0 && reply.status == 200 {
@@ -437,38 +464,31 @@ impl Gateway {
         reply
     }
 
-    async fn answer_call(&self, call: Call, stats: &RequestStats) -> Reply {
+    /// The answer to a request that is wrong in itself (no such route, a body that does not
+    /// parse), counted as an error of kind `invalid`.
+    fn invalid(
+        &self,
+        status: u16,
+        message: &str,
+        route: &'static str,
+        started: StdInstant,
+    ) -> Reply {
+        self.metrics
+            .request_errors
+            .with_label_values(&[route, "invalid"])
+            .inc();
+        Reply::new(status, error_body(message, started).into(), route)
+    }
+
+    async fn answer_call(
+        &self,
+        call: Call,
+        endpoint: Endpoint,
+        params: api::PathParams,
+        topo: &Arc<Topology>,
+        stats: &RequestStats,
+    ) -> Reply {
         let started = StdInstant::now();
-        // The request itself is wrong (no such route, a body that does not parse).
-        let failed = |status: u16, message: &str, route: &'static str, allow: Option<String>| {
-            self.metrics
-                .request_errors
-                .with_label_values(&[route, "invalid"])
-                .inc();
-            Reply {
-                status,
-                body: error_body(message, started).into(),
-                partial: Vec::new(),
-                route,
-                allow,
-                cache: None,
-                version: None,
-                shards: None,
-                timing: Timing::default(),
-            }
-        };
-        let (endpoint, params) = match Endpoint::find(&call.method, &call.path) {
-            Ok(found) => found,
-            Err(u) => {
-                return failed(
-                    u.status(),
-                    &u.message(&call.method, &call.path),
-                    "unmatched",
-                    u.allow(),
-                )
-            }
-        };
-        let topo = self.topology();
         let limit = Duration::from_millis(topo.config.routing.timeout_ms);
         let asked = client_timeout(call.query.as_deref());
         let ctx = Ctx {
@@ -476,7 +496,7 @@ impl Gateway {
             stats,
             token: call.token,
             missing: tokio::sync::Mutex::new(None),
-            topo: &topo,
+            topo,
             deadline: Instant::now() + asked.map_or(limit, |t| t.min(limit)),
             region: call
                 .region
@@ -490,7 +510,7 @@ impl Gateway {
             [only] if endpoint.is_read() && matches!(only.kind, ShardKind::Remote(_)) => Some(only),
             _ => None,
         };
-        let mut mode = self.cache_mode(&topo, &params.collection);
+        let mut mode = self.cache_mode(topo, &params.collection);
         // A read that must see a write (`x-vecgate-version`) uses a cached answer only when the
         // collection's generation, read from Redis now, says no write came after it (the
         // writing router bumped it before answering); otherwise it searches.
@@ -538,7 +558,7 @@ impl Gateway {
             &call.body,
         ) {
             Ok(route) => route,
-            Err(e) => return failed(e.status(), &e.to_string(), template, None),
+            Err(e) => return self.invalid(e.status(), &e.to_string(), template, started),
         };
         let (Some(cache), Some(mode)) = (&self.cache, mode) else {
             let answered = stats.searched(ctx.answer(route, &call, started)).await;
@@ -621,33 +641,21 @@ impl Gateway {
             stats.failed_shards.store(failures.len(), Ordering::SeqCst);
         }
         match answered {
-            Ok(done) => Reply {
-                status: done.status,
-                body: done.body,
-                partial: done.partial,
-                route: template,
-                allow: None,
-                cache: None,
-                version: None,
-                shards: None,
-                timing: Timing::default(),
-            },
+            Ok(done) => {
+                let mut reply = Reply::new(done.status, done.body, template);
+                reply.partial = done.partial;
+                reply
+            }
             Err(e) => {
                 self.metrics
                     .request_errors
                     .with_label_values(&[template, e.kind()])
                     .inc();
-                Reply {
-                    status: e.status(),
-                    body: error_body(&e.message(), started).into(),
-                    partial: Vec::new(),
-                    route: template,
-                    allow: None,
-                    cache: None,
-                    version: None,
-                    shards: None,
-                    timing: Timing::default(),
-                }
+                Reply::new(
+                    e.status(),
+                    error_body(&e.message(), started).into(),
+                    template,
+                )
             }
         }
     }

@@ -128,7 +128,7 @@ impl Handler for ApiApp {
             .latency
             .with_label_values(&[reply.route])
             .observe(started.elapsed().as_secs_f64());
-        if shardd::api::Endpoint::of_template(reply.route).is_some_and(|e| e.is_search()) {
+        if reply.search {
             self.metrics
                 .search_latency
                 .observe(started.elapsed().as_secs_f64());

@@ -363,14 +363,6 @@ impl Endpoint {
         )
     }
 
-    /// The endpoint whose route template is `template`.
-    pub fn of_template(template: &str) -> Option<Endpoint> {
-        TABLE
-            .iter()
-            .find(|(_, t, _)| *t == template)
-            .map(|(_, _, e)| *e)
-    }
-
     /// The route template, as metrics label it (`/collections/{c}/points/search`).
     pub fn template(self) -> &'static str {
         TABLE
