@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 use shardd::metrics::Registrar;
 use tokio::sync::watch;
+use tracing::Instrument;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::{CacheConfig, CacheMode, Strict};
@@ -234,6 +235,15 @@ const ENTRY_OVERHEAD: usize = 96;
 /// One alias (a request's bytes to its canonical key) is kept per this many bytes of L1.
 const ALIAS_PER_BYTES: u64 = 1024;
 
+/// The span of one cache lookup in `tier`; [`Cache::looked_up`] records what it found.
+fn lookup_span(tier: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "cache",
+        vecgate.cache.tier = tier,
+        vecgate.cache.result = tracing::field::Empty
+    )
+}
+
 impl Cache {
     /// A cache as `config` describes it; connects to Redis in the background when it names
     /// one (vecgate starts and serves while Redis is down). Without Redis, hot-query counts
@@ -351,16 +361,31 @@ impl Cache {
         collection: &str,
         precise: bool,
     ) -> Option<Reply> {
-        let key = self.aliases.get(&bytes_key).await?;
-        let entry = self.l1.get(&key).await?;
-        if precise {
-            let check = entry.check.as_ref()?;
-            if !self.logs.still_valid(collection, check) {
-                return None;
+        let span = lookup_span("l1");
+        let found = async {
+            let key = self.aliases.get(&bytes_key).await?;
+            let entry = self.l1.get(&key).await?;
+            if precise {
+                let check = entry.check.as_ref()?;
+                if !self.logs.still_valid(collection, check) {
+                    return None;
+                }
+            }
+            Some(entry)
+        }
+        .instrument(span.clone())
+        .await;
+        match found {
+            Some(entry) => {
+                self.looked_up(&span, "l1", "hit");
+                Some(Reply::cached(entry.body.clone()))
+            }
+            // Not counted: the lookup by the request's meaning counts the miss.
+            None => {
+                span.record("vecgate.cache.result", "miss");
+                None
             }
         }
-        self.looked_up("l1", "hit");
-        Some(Reply::cached(entry.body.clone()))
     }
 
     /// Keeps the hot-query counts: added to Redis, or written to the file.
@@ -473,7 +498,8 @@ impl Cache {
         F: std::future::Future<Output = Reply>,
     {
         let seen = self.logs.seen();
-        if let Some(entry) = self.l1.get(&key).await {
+        let l1 = lookup_span("l1");
+        if let Some(entry) = self.l1.get(&key).instrument(l1.clone()).await {
             let valid = match (&entry.check, &precise) {
                 (Some(check), Some(p)) => self.logs.still_valid(p.collection, check),
                 // Cached before a reload made the collection precise: nothing checks it.
@@ -481,7 +507,7 @@ impl Cache {
                 (_, None) => true,
             };
             if valid {
-                self.looked_up("l1", "hit");
+                self.looked_up(&l1, "l1", "hit");
                 return (Reply::cached(entry.body.clone()), Outcome::L1);
             }
             self.l1.invalidate(&key).await;
@@ -490,7 +516,7 @@ impl Cache {
                 .with_label_values(&["precise"])
                 .inc();
         }
-        self.looked_up("l1", "miss");
+        self.looked_up(&l1, "l1", "miss");
         let (done, waiting) = {
             let mut flights = self.flights.lock();
             match flights.get(&key) {
@@ -518,9 +544,10 @@ impl Cache {
         let _landed = Landed { cache: self, key };
         let l2 = self.l2.as_ref().filter(|_| precise.is_none());
         if let Some(redis) = l2 {
-            match redis.get(key).await {
+            let span = lookup_span("l2");
+            match redis.get(key).instrument(span.clone()).await {
                 Some(body) => {
-                    self.looked_up("l2", "hit");
+                    self.looked_up(&span, "l2", "hit");
                     let entry = Entry {
                         body: body.clone(),
                         check: None,
@@ -530,7 +557,7 @@ impl Cache {
                     let _ = done.send(Some(reply.clone()));
                     return (reply, Outcome::L2);
                 }
-                None => self.looked_up("l2", "miss"),
+                None => self.looked_up(&span, "l2", "miss"),
             }
         }
         let reply = search.await;
@@ -561,11 +588,13 @@ impl Cache {
             .set(i64::try_from(self.l1.entry_count()).unwrap_or(i64::MAX));
     }
 
-    fn looked_up(&self, tier: &str, result: &str) {
+    /// Counts a lookup in `tier` and records its result on the lookup's span.
+    fn looked_up(&self, span: &tracing::Span, tier: &str, result: &'static str) {
         self.metrics
             .lookups
             .with_label_values(&[tier, result])
             .inc();
+        span.record("vecgate.cache.result", result);
     }
 
     /// A write to `collection` was answered (or failed part way): no answer cached before it

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use shardd::telemetry::{traces_url, LogFormat, OtlpProtocol, Settings};
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
@@ -86,9 +87,66 @@ pub struct Config {
     /// Several routers over the same shards, coordinated through etcd; absent = one router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// Traces and logs.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Per-collection settings.
     #[serde(default)]
     pub collections: BTreeMap<String, CollectionConfig>,
+}
+
+/// `[telemetry]`: spans sent to an OpenTelemetry collector, the log format and the access log.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector (`http://host:4318`, or a full URL ending in `/v1/traces`), spoken to in
+    /// OTLP over HTTP; absent = no spans exported.
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `http/json`.
+    pub otlp_protocol: OtlpProtocol,
+    /// The share of traces started here (no caller's sampled `traceparent`) that are recorded.
+    pub sample_ratio: f64,
+    /// Deadline of one span export call, in milliseconds.
+    pub export_timeout_ms: u64,
+    /// `text`, or `json` lines carrying the trace id of the request they are about.
+    pub log_format: LogFormat,
+    /// One log line per answered request (method, route, status, time, cache, shards).
+    pub access_log: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
+            sample_ratio: 1.0,
+            export_timeout_ms: 5000,
+            log_format: LogFormat::default(),
+            access_log: false,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The logging and export pipeline these settings install at start.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            protocol: self.otlp_protocol,
+            sample_ratio: self.sample_ratio,
+            export_timeout: std::time::Duration::from_millis(self.export_timeout_ms),
+            log_format: self.log_format,
+            ..Settings::logs_only("vecgate")
+        }
+    }
+
+    /// Whether `other` installs the same pipeline (only `access_log` changes while running).
+    pub fn same_pipeline(&self, other: &TelemetryConfig) -> bool {
+        TelemetryConfig {
+            access_log: other.access_log,
+            ..self.clone()
+        } == *other
+    }
 }
 
 /// `[cluster]`: routers sharing shards keep where points are placed, the running move's phase
@@ -483,6 +541,22 @@ impl Config {
                 ));
             }
         }
+        let t = &self.telemetry;
+        if let Some(Err(why)) = t.otlp_endpoint.as_deref().map(traces_url) {
+            out.push(("telemetry.otlp_endpoint".into(), why));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            out.push((
+                "telemetry.sample_ratio".into(),
+                format!("must be between 0 and 1, got {}", t.sample_ratio),
+            ));
+        }
+        if !(100..=60_000).contains(&t.export_timeout_ms) {
+            out.push((
+                "telemetry.export_timeout_ms".into(),
+                format!("must be between 100 and 60000, got {}", t.export_timeout_ms),
+            ));
+        }
         let mut names = HashSet::new();
         let mut urls = HashSet::new();
         for (i, shard) in self.shards.iter().enumerate() {
@@ -585,6 +659,7 @@ const SECTIONS: &[&str] = &[
     "shards",
     "cache",
     "cluster",
+    "telemetry",
     "collections",
 ];
 
@@ -622,6 +697,10 @@ pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
             },
             "cluster" => match read(value, "cluster", &lines, &mut problems) {
                 Some(c) => config.cluster = Some(c),
+                None => complete = false,
+            },
+            "telemetry" => match read(value, "telemetry", &lines, &mut problems) {
+                Some(t) => config.telemetry = t,
                 None => complete = false,
             },
             "collections" => match read(value, "collections", &lines, &mut problems) {
@@ -892,6 +971,40 @@ replicas = [{ url = "http://a:7001" }]
             (cluster.prefix.as_str(), cluster.lease_ttl_s),
             ("/vecgate", 5)
         );
+    }
+
+    #[test]
+    fn a_telemetry_section_is_checked_whole() {
+        let bad = "[[shards]]\nname = \"a\"\nbuiltin = true\n\n[telemetry]\notlp_endpoint = \"https://collector:4318\"\nsample_ratio = 1.5\nexport_timeout_ms = 10\n";
+        assert_eq!(
+            problems(bad),
+            vec![
+                "6: telemetry.otlp_endpoint: `https://collector:4318` must be http://host:port (OTLP over HTTP; a collector next to vecgate forwards over TLS)",
+                "7: telemetry.sample_ratio: must be between 0 and 1, got 1.5",
+                "8: telemetry.export_timeout_ms: must be between 100 and 60000, got 10",
+            ]
+        );
+        let wrong = "[[shards]]\nname = \"a\"\nbuiltin = true\n\n[telemetry]\notlp_protocol = \"grpc\"\nlog_format = \"xml\"\n";
+        assert_eq!(problems(wrong).len(), 2, "{:?}", problems(wrong));
+        let good = parse("[[shards]]\nname = \"a\"\nbuiltin = true\n\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\notlp_protocol = \"http/json\"\nlog_format = \"json\"\naccess_log = true\n").unwrap();
+        let t = &good.telemetry;
+        assert_eq!(
+            (t.otlp_protocol, t.log_format, t.access_log, t.sample_ratio),
+            (OtlpProtocol::HttpJson, LogFormat::Json, true, 1.0)
+        );
+        let changed = TelemetryConfig {
+            access_log: false,
+            ..t.clone()
+        };
+        assert!(
+            t.same_pipeline(&changed),
+            "access_log changes while running"
+        );
+        let moved = TelemetryConfig {
+            otlp_endpoint: None,
+            ..t.clone()
+        };
+        assert!(!t.same_pipeline(&moved));
     }
 
     #[test]

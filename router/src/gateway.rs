@@ -32,6 +32,7 @@ use shardd::engine::params::CollectionConfig;
 use shardd::engine::point::{Payload, PointId};
 use shardd::query::{run, run_groups};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::balance::Replica;
 use crate::cache::precise::{self, Asked};
@@ -380,7 +381,7 @@ impl Gateway {
     }
 
     /// Builds a topology for `config` (blocking) with this gateway's live state. A changed
-    /// `[cache]` section cannot be applied by a reload.
+    /// `[cache]`, `[cluster]` or `[telemetry]` pipeline cannot be applied by a reload.
     pub fn build(&self, config: Config) -> Result<Topology, String> {
         if config.cache.as_ref() != self.cache.as_ref().map(Cache::config) {
             return Err(
@@ -391,6 +392,15 @@ impl Gateway {
         if config.cluster != self.topology().config.cluster {
             return Err(
                 "the [cluster] section changed; restart vecgate to apply it (the running config stays)"
+                    .into(),
+            );
+        }
+        if !config
+            .telemetry
+            .same_pipeline(&self.topology().config.telemetry)
+        {
+            return Err(
+                "the [telemetry] section changed; restart vecgate to apply it (only access_log changes while running; the running config stays)"
                     .into(),
             );
         }
@@ -742,10 +752,24 @@ impl Ctx<'_> {
     ) -> Result<Done, GatewayError> {
         if let [only] = self.topo.shards.as_slice() {
             if let ShardKind::Builtin(shard) = &only.kind {
-                return self
+                let span = tracing::info_span!(
+                    "shard call",
+                    vecgate.shard = only.name.as_str(),
+                    vecgate.replica = "built-in",
+                    vecgate.attempt = 1,
+                    http.response.status_code = tracing::field::Empty,
+                );
+                let answered = self
                     .stats
                     .shards(self.in_process(shard, route, started))
+                    .instrument(span.clone())
                     .await;
+                let status = match &answered {
+                    Ok(done) => done.status,
+                    Err(e) => e.status(),
+                };
+                span.record("http.response.status_code", status);
+                return answered;
             }
         }
         let c = route.collection.as_str();

@@ -52,7 +52,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    shardd::logs::init();
     if let Some(Command::CheckConfig { file }) = cli.command {
         return match config::load(&file) {
             Ok(_) => {
@@ -65,16 +64,30 @@ fn main() -> ExitCode {
             }
         };
     }
-    let ran = match &cli.config {
-        Some(path) => config::load(path).map_err(anyhow::Error::from),
+    let config = match &cli.config {
+        Some(path) => config::load(path),
         None => Ok(Config::embedded()),
-    }
-    .and_then(|config| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(run(config, cli.config))
-    });
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vecgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = match shardd::telemetry::init(&config.telemetry.settings()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vecgate: [telemetry]: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ran = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(config, cli.config)));
+    telemetry.shutdown();
     match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -87,6 +100,7 @@ fn main() -> ExitCode {
 async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(RouterMetrics::new(&registry)?);
+    shardd::telemetry::register(&registry, "vecgate")?;
     let live = Live::new(registry.clone());
     let etcd = config.cluster.as_ref().map(Etcd::new);
     if let Some(etcd) = &etcd {

@@ -221,7 +221,8 @@ impl Backend for Scatter<'_> {
         req.offset = 0;
         let body = serde_json::to_vec(&SearchOut(&req)).unwrap_or_default();
         let lists = self.query_all(body).await?;
-        Ok(merge_top_k(lists, distance, offset, limit))
+        let span = tracing::info_span!("merge", vecgate.lists = lists.len(), vecgate.limit = limit);
+        Ok(span.in_scope(|| merge_top_k(lists, distance, offset, limit)))
     }
 
     async fn list(&self, mut req: ListRequest) -> Result<Vec<RawHit>, GatewayError> {
@@ -230,11 +231,14 @@ impl Backend for Scatter<'_> {
         req.offset = 0;
         let body = serde_json::to_vec(&ListOut(&req)).unwrap_or_default();
         let lists = self.query_all(body).await?;
-        Ok(merge_by_id(lists)
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .collect())
+        let span = tracing::info_span!("merge", vecgate.lists = lists.len(), vecgate.limit = limit);
+        Ok(span.in_scope(|| {
+            merge_by_id(lists)
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .collect()
+        }))
     }
 
     async fn distance(&self, using: &str) -> Result<Distance, GatewayError> {

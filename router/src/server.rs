@@ -12,6 +12,7 @@ use pingora::protocols::http::ServerSession;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 use shardd::api::response::error_body;
+use shardd::telemetry::{self, TraceHeaders};
 
 use crate::gateway::{Call, Gateway};
 use crate::listener::{Answer, Handler};
@@ -106,9 +107,26 @@ impl Handler for ApiApp {
             Ok(b) => b,
             Err(answer) => return answer,
         };
-        let reply = self
-            .gateway
-            .handle(Call {
+        let header = |name| session.get_header(name).and_then(|v| v.to_str().ok());
+        let headers = TraceHeaders {
+            traceparent: header("traceparent"),
+            tracestate: header("tracestate"),
+        };
+        let traced = telemetry::request_span(&headers, || {
+            tracing::info_span!(
+                "request",
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %method,
+                url.path = path.as_str(),
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                vecgate.cache = tracing::field::Empty,
+                vecgate.shards = tracing::field::Empty,
+            )
+        });
+        let reply = traced
+            .run(self.gateway.handle(Call {
                 method: method.clone(),
                 path,
                 query,
@@ -116,10 +134,42 @@ impl Handler for ApiApp {
                 region,
                 token,
                 warming: false,
-            })
+            }))
             .await;
         let status =
             StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let cache = reply.cache.map(|o| o.as_str());
+        let shards = reply
+            .shards
+            .map(|(answered, total)| format!("{answered}/{total}"));
+        traced.rename(|| format!("{method} {}", reply.route));
+        let span = &traced.span;
+        if !span.is_disabled() {
+            span.record("http.route", reply.route);
+            span.record("http.response.status_code", reply.status);
+            if reply.status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+            if let Some(cache) = cache {
+                span.record("vecgate.cache", cache);
+            }
+            if let Some(shards) = &shards {
+                span.record("vecgate.shards", shards.as_str());
+            }
+        }
+        if self.gateway.topology().config.telemetry.access_log {
+            let _in = span.enter();
+            tracing::info!(
+                target: "vecgate::access",
+                method = %method,
+                route = reply.route,
+                status = reply.status,
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                cache,
+                shards,
+                "answered"
+            );
+        }
         self.metrics
             .requests
             .with_label_values(&[reply.route, method.as_str(), status.as_str()])
@@ -148,10 +198,8 @@ impl Handler for ApiApp {
         if let Some(v) = reply.version {
             answer.headers.push(("x-vecgate-version", v.to_string()));
         }
-        if let Some((answered, total)) = reply.shards {
-            answer
-                .headers
-                .push(("x-vecgate-shards", format!("{answered}/{total}")));
+        if let Some(shards) = shards {
+            answer.headers.push(("x-vecgate-shards", shards));
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let t = reply.timing;
@@ -165,10 +213,8 @@ impl Handler for ApiApp {
                 ms(started.elapsed())
             ),
         ));
-        if let Some(outcome) = reply.cache {
-            answer
-                .headers
-                .push(("x-vecgate-cache", outcome.as_str().to_string()));
+        if let Some(cache) = cache {
+            answer.headers.push(("x-vecgate-cache", cache.to_string()));
         }
         answer
     }

@@ -18,9 +18,11 @@ use bytes::{Bytes, BytesMut};
 use http::Method;
 use shardd::api;
 use shardd::shard::Shard;
+use shardd::telemetry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// A shard's answer: HTTP status and JSON body.
 #[derive(Clone, Debug)]
@@ -48,6 +50,47 @@ pub enum CallError {
     /// Connecting, sending or reading failed.
     #[error("{0}")]
     Transport(String),
+}
+
+/// Runs one call to a replica of `shard` in its own span (`shard call`, a child of the
+/// request's): the shard, the replica, the attempt (from 1) and how the call ended. A remote
+/// call made in it carries the span's `traceparent`.
+pub async fn traced(
+    shard: &str,
+    replica: &str,
+    attempt: usize,
+    call: impl std::future::Future<Output = Result<Answer, CallError>>,
+) -> Result<Answer, CallError> {
+    let span = tracing::info_span!(
+        "shard call",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        vecgate.shard = shard,
+        vecgate.replica = replica,
+        vecgate.attempt = attempt,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let result = call.instrument(span.clone()).await;
+    if !span.is_disabled() {
+        match &result {
+            Ok(a) => {
+                span.record("http.response.status_code", a.status);
+                if a.status >= 500 {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(e) => {
+                let kind = match e {
+                    CallError::Timeout => "timeout",
+                    CallError::Transport(_) => "transport",
+                };
+                span.record("error.type", kind);
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+    result
 }
 
 /// Idle connections kept per replica and thread.
@@ -124,8 +167,9 @@ impl HttpClient {
             .unwrap_or(base_url)
             .trim_end_matches('/');
         let head = format!(
-            "{method} {path_and_query} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
+            "{method} {path_and_query} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+            body.len(),
+            telemetry::outgoing()
         );
         let exchange = async {
             if let Some(conn) = checkout(authority) {

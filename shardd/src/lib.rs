@@ -21,18 +21,19 @@
 //!   parameters (`params`) and the point model (`point`).
 //! - `storage`: the write-ahead log (`wal`), the logged operations (`ops`) and snapshots.
 //! - [`version`]: the hybrid logical clock that versions writes, so replicas converge.
-//! - [`server`] (the daemon's HTTP server), [`metrics`], [`logs`], [`error`].
+//! - [`server`] (the daemon's HTTP server), [`metrics`], [`telemetry`] (logs and traces),
+//!   [`error`].
 
 pub mod api;
 pub mod engine;
 pub mod error;
 pub mod lock;
-pub mod logs;
 pub mod metrics;
 pub mod query;
 pub mod server;
 pub mod shard;
 mod storage;
+pub mod telemetry;
 pub mod version;
 
 pub use error::{Error, Result};

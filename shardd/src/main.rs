@@ -13,6 +13,7 @@ use shardd::lock::DirLock;
 use shardd::metrics::Metrics;
 use shardd::server::{serve, AppState};
 use shardd::shard::{Shard, ShardOptions};
+use shardd::telemetry::{self, LogFormat, OtlpProtocol, Settings};
 use shardd::FsyncPolicy;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -50,16 +51,49 @@ struct Args {
     /// Largest accepted request body (MiB).
     #[arg(long, default_value_t = 32)]
     max_body_mb: usize,
+    /// An OpenTelemetry collector to send spans to over OTLP/HTTP (`http://host:4318`); a
+    /// router's `traceparent` joins them to its trace. Absent = no spans exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The OTLP encoding.
+    #[arg(long, value_enum, default_value = "http/protobuf")]
+    otlp_protocol: OtlpProtocol,
+    /// The share of traces started here (no caller's `traceparent`) that are recorded.
+    #[arg(long, default_value_t = 1.0)]
+    trace_sample_ratio: f64,
+    /// `text` lines, or `json` lines carrying the trace id of the request they are about.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    shardd::logs::init();
+    if !(0.0..=1.0).contains(&args.trace_sample_ratio) {
+        eprintln!(
+            "shardd: --trace-sample-ratio must be between 0 and 1, got {}",
+            args.trace_sample_ratio
+        );
+        return ExitCode::FAILURE;
+    }
+    let telemetry = match telemetry::init(&Settings {
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        protocol: args.otlp_protocol,
+        sample_ratio: args.trace_sample_ratio,
+        log_format: args.log_format,
+        ..Settings::logs_only("shardd")
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("shardd: --otlp-endpoint: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ran = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(args)));
+    telemetry.shutdown();
     match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -73,6 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let lock = DirLock::acquire(&args.data_dir)?;
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::new(&registry, "shardd")?);
+    telemetry::register(&registry, "shardd")?;
     let state = Arc::new(AppState::new(registry, args.max_body_mb << 20)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

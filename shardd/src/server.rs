@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, response::error_body};
 use crate::shard::Shard;
+use crate::telemetry::{self, TraceHeaders, Traced};
 
 /// How long a client may take to send its request headers, and then its body.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,8 +96,37 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let (route, resp) = route(&state, req).await;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let headers = TraceHeaders {
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
+    };
+    let probe = matches!(
+        req.uri().path(),
+        "/healthz" | "/livez" | "/readyz" | "/metrics"
+    );
+    let traced = if probe {
+        Traced::untraced()
+    } else {
+        telemetry::request_span(&headers, || {
+            tracing::info_span!(
+                "request",
+                otel.kind = "server",
+                http.request.method = %method,
+                url.path = req.uri().path(),
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        })
+    };
+    let (route, resp) = traced.run(route(&state, req)).await;
     let status = resp.status();
+    traced.rename(|| format!("{method} {route}"));
+    let span = &traced.span;
+    if !span.is_disabled() {
+        span.record("http.route", route);
+        span.record("http.response.status_code", status.as_u16());
+    }
     state
         .requests
         .with_label_values(&[route, method.as_str(), status.as_str()])

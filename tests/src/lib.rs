@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod bench;
 pub mod fixture;
+pub mod otlp;
 
 /// The workspace's target directory for the profile the tests were built with.
 fn target_dir() -> PathBuf {
@@ -49,6 +50,7 @@ pub struct Process {
     name: String,
     args: Vec<String>,
     listeners: usize,
+    log: Option<PathBuf>,
     child: Option<Child>,
     /// Where it listens (its first listener).
     pub addr: SocketAddr,
@@ -65,12 +67,23 @@ impl Process {
 
     /// Starts `name` and waits for `listeners` lines of `listening on ADDR`.
     pub fn spawn_with_listeners(name: &str, args: &[&str], listeners: usize) -> Process {
+        Self::spawn_logging(name, args, listeners, None)
+    }
+
+    /// [`Process::spawn_with_listeners`], its stderr appended to `log` when given.
+    pub fn spawn_logging(
+        name: &str,
+        args: &[&str],
+        listeners: usize,
+        log: Option<&Path>,
+    ) -> Process {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addrs) = start(name, &args, listeners);
+        let (child, addrs) = start(name, &args, listeners, log);
         Process {
             name: name.to_string(),
             args,
             listeners,
+            log: log.map(Path::to_path_buf),
             child: Some(child),
             addr: addrs[0],
             addrs,
@@ -84,6 +97,7 @@ impl Process {
             name: String::new(),
             args: Vec::new(),
             listeners: 0,
+            log: None,
             child: None,
             addr,
             addrs: Vec::new(),
@@ -136,7 +150,7 @@ impl Process {
         if let Some(i) = args.iter().position(|a| a == "--listen") {
             args[i + 1] = listen;
         }
-        let (child, addrs) = start(&self.name, &args, self.listeners);
+        let (child, addrs) = start(&self.name, &args, self.listeners, self.log.as_deref());
         self.child = Some(child);
         self.addr = addrs[0];
         self.addrs = addrs;
@@ -149,11 +163,21 @@ impl Drop for Process {
     }
 }
 
-fn start(name: &str, args: &[String], listeners: usize) -> (Child, Vec<SocketAddr>) {
-    let stderr = if std::env::var_os("VECGATE_TEST_LOG").is_some() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
+fn start(
+    name: &str,
+    args: &[String],
+    listeners: usize,
+    log: Option<&Path>,
+) -> (Child, Vec<SocketAddr>) {
+    let stderr = match log {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
+        None if std::env::var_os("VECGATE_TEST_LOG").is_some() => Stdio::inherit(),
+        None => Stdio::null(),
     };
     let program = if name.contains('/') {
         PathBuf::from(name)
@@ -334,10 +358,16 @@ pub fn vecgate(config: &Path) -> Process {
 
 /// [`vecgate`] from `binary`: the workspace's (`vecgate`) or a path to another build of it.
 pub fn vecgate_binary(binary: &str, config: &Path) -> Process {
-    let p = Process::spawn_with_listeners(
+    vecgate_logging(binary, config, None)
+}
+
+/// [`vecgate_binary`], its stderr appended to `log` when given.
+pub fn vecgate_logging(binary: &str, config: &Path, log: Option<&Path>) -> Process {
+    let p = Process::spawn_logging(
         binary,
         &["--config", config.to_str().expect("utf-8 path")],
         2,
+        log,
     );
     wait_for(&format!("{}/healthz", p.url()), Duration::from_secs(60));
     wait_for(
@@ -377,6 +407,8 @@ pub struct Cluster {
     pub dropped: Vec<usize>,
     /// Config sections after `[routing]` (a `[cluster]`, say).
     extra: String,
+    /// Flags every shardd gets.
+    shardd_args: Vec<String>,
     /// The config file of [`Cluster::another_router`], rewritten with the first one's.
     second_config: std::cell::RefCell<Option<PathBuf>>,
     dir: tempfile::TempDir,
@@ -391,11 +423,22 @@ impl Cluster {
 
     /// [`Cluster::start`] with `extra` config sections after `[routing]`.
     pub fn start_with(shards: usize, regions: &[&str], routing: &str, extra: &str) -> Cluster {
+        Self::start_full(shards, regions, routing, extra, &[])
+    }
+
+    /// [`Cluster::start_with`], every shardd started with `shardd_args` too.
+    pub fn start_full(
+        shards: usize,
+        regions: &[&str],
+        routing: &str,
+        extra: &str,
+        shardd_args: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let replicas = (0..shards)
             .map(|s| {
                 (0..regions.len())
-                    .map(|r| shardd(&dir.path().join(format!("s{s}-{r}")), &[]))
+                    .map(|r| shardd(&dir.path().join(format!("s{s}-{r}")), shardd_args))
                     .collect()
             })
             .collect();
@@ -408,6 +451,7 @@ impl Cluster {
             regions,
             dropped: Vec::new(),
             extra: extra.to_string(),
+            shardd_args: shardd_args.iter().map(|a| a.to_string()).collect(),
             second_config: std::cell::RefCell::new(None),
             dir,
         };
@@ -439,7 +483,7 @@ impl Cluster {
     /// Starts a new, empty replica of shard `s` and writes it into the config (reload to use it).
     pub fn add_replica(&mut self, s: usize, routing: &str) {
         let r = self.replicas[s].len();
-        let replica = shardd(&self.replica_dir(s, r), &[]);
+        let replica = shardd(&self.replica_dir(s, r), &self.shardd_flags());
         self.replicas[s].push(replica);
         self.write_config(routing, None);
     }
@@ -448,10 +492,14 @@ impl Cluster {
     pub fn add_shard(&mut self, routing: &str) {
         let s = self.replicas.len();
         let replicas = (0..self.regions.len())
-            .map(|r| shardd(&self.replica_dir(s, r), &[]))
+            .map(|r| shardd(&self.replica_dir(s, r), &self.shardd_flags()))
             .collect();
         self.replicas.push(replicas);
         self.write_config(routing, None);
+    }
+
+    fn shardd_flags(&self) -> Vec<&str> {
+        self.shardd_args.iter().map(String::as_str).collect()
     }
 
     /// Takes shard `s` out of the config (its replicas keep running, to be drained).

@@ -314,3 +314,253 @@ fn every_answer_says_which_shards_answered_and_where_its_time_went() {
     );
     assert_eq!(shards, "2/3", "a partial answer names how many answered");
 }
+
+/// 32 (trace) or 16 (span) random lowercase hex digits.
+fn random_hex(digits: usize) -> String {
+    (0..digits)
+        .map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap())
+        .collect()
+}
+
+/// A search through `url` carrying `traceparent` (when given); its status and cache outcome.
+fn search_traced(url: &str, q: &Value, traceparent: Option<&str>) -> (u16, String) {
+    let mut req = client()
+        .post(&format!("{url}/collections/docs/points/query"))
+        .config()
+        .http_status_as_error(false)
+        .build();
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    let resp = req.send_json(q).unwrap();
+    let cache = resp
+        .headers()
+        .get("x-vecgate-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (resp.status().as_u16(), cache)
+}
+
+#[test]
+fn one_search_through_three_shards_is_one_trace_from_router_to_shardd() {
+    let otlp = e2e::otlp::OtlpReceiver::start();
+    let cluster = Cluster::start_full(
+        3,
+        &["eu"],
+        "",
+        &format!(
+            "[cache]\nttl_s = 60\n\n[telemetry]\notlp_endpoint = \"{}\"\n",
+            otlp.url
+        ),
+        &["--otlp-endpoint", &otlp.url],
+    );
+    setup(&cluster.url(), &random_vectors(300, DIM, 34));
+    let q = json!({"query": vec![0.5; DIM], "limit": 5});
+    let unsampled = random_hex(32);
+    let tp = format!("00-{unsampled}-{}-00", random_hex(16));
+    assert_eq!(
+        search_traced(&cluster.url(), &json!({"query": vec![0.1; DIM]}), Some(&tp)).0,
+        200
+    );
+    let (trace, parent) = (random_hex(32), random_hex(16));
+    let (status, cache) =
+        search_traced(&cluster.url(), &q, Some(&format!("00-{trace}-{parent}-01")));
+    assert_eq!((status, cache.as_str()), (200, "miss"));
+
+    let spans = otlp.trace(&trace, Duration::from_secs(30), |spans| {
+        spans.iter().filter(|s| s.service == "shardd").count() >= 3
+            && spans
+                .iter()
+                .any(|s| s.service == "vecgate" && s.name.starts_with("POST "))
+    });
+    let request = spans
+        .iter()
+        .find(|s| s.service == "vecgate" && s.name.starts_with("POST "))
+        .unwrap();
+    assert_eq!(request.parent, parent, "the caller's span is the parent");
+    assert_eq!(request.attr("http.response.status_code"), "200");
+    assert_eq!(request.attr("vecgate.shards"), "3/3");
+    assert_eq!(request.attr("vecgate.cache"), "miss");
+    assert!(
+        request.attr("http.route").contains("points/query"),
+        "{request:?}"
+    );
+    let children = |name: &str| -> Vec<&e2e::otlp::ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.name == name && s.parent == request.span_id)
+            .collect()
+    };
+    let lookups = children("cache");
+    assert!(
+        lookups
+            .iter()
+            .any(|s| s.attr("vecgate.cache.tier") == "l1"
+                && s.attr("vecgate.cache.result") == "miss"),
+        "{lookups:?}"
+    );
+    assert_eq!(children("merge").len(), 1, "{spans:#?}");
+    let calls = children("shard call");
+    let mut shards: Vec<&str> = calls.iter().map(|s| s.attr("vecgate.shard")).collect();
+    shards.sort();
+    assert_eq!(shards, ["s0", "s1", "s2"], "{calls:#?}");
+    for call in &calls {
+        let s: usize = call.attr("vecgate.shard")[1..].parse().unwrap();
+        assert_eq!(call.attr("vecgate.replica"), cluster.replicas[s][0].url());
+        assert_eq!(call.attr("vecgate.attempt"), "1");
+        assert_eq!(call.attr("http.response.status_code"), "200");
+    }
+    let on_shards: Vec<_> = spans.iter().filter(|s| s.service == "shardd").collect();
+    let mut parents: Vec<&str> = on_shards.iter().map(|s| s.parent.as_str()).collect();
+    let mut call_ids: Vec<&str> = calls.iter().map(|s| s.span_id.as_str()).collect();
+    parents.sort();
+    call_ids.sort();
+    assert_eq!(
+        parents, call_ids,
+        "each shard's span is a child of the router's call to it"
+    );
+    for s in &on_shards {
+        assert_eq!(s.attr("http.response.status_code"), "200");
+        assert!(s.attr("http.route").contains("points/query"), "{s:?}");
+    }
+    let all = otlp.spans();
+    assert!(
+        all.iter().all(|s| s.trace_id != unsampled),
+        "a caller's unsampled trace is not recorded, here or on the shards"
+    );
+    assert!(
+        all.iter()
+            .filter(|s| s.service == "shardd")
+            .all(|s| !s.parent.is_empty()),
+        "every search reached the shards with its trace (an unsampled one marked so): {:#?}",
+        all.iter()
+            .filter(|s| s.service == "shardd" && s.parent.is_empty())
+            .collect::<Vec<_>>()
+    );
+
+    let cached = random_hex(32);
+    let (_, cache) = search_traced(
+        &cluster.url(),
+        &q,
+        Some(&format!("00-{cached}-{}-01", random_hex(16))),
+    );
+    assert_eq!(cache, "l1");
+    let spans = otlp.trace(&cached, Duration::from_secs(30), |spans| {
+        spans.iter().any(|s| s.name.starts_with("POST "))
+    });
+    let request = spans.iter().find(|s| s.name.starts_with("POST ")).unwrap();
+    assert_eq!(request.attr("vecgate.cache"), "l1");
+    assert!(spans
+        .iter()
+        .any(|s| s.name == "cache" && s.attr("vecgate.cache.result") == "hit"));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.name != "shard call" && s.service != "shardd"),
+        "a cache hit calls no shard: {spans:#?}"
+    );
+
+    let upserts = otlp.spans();
+    let root = upserts
+        .iter()
+        .find(|s| s.name.starts_with("PUT ") && s.name.contains("points") && s.parent.is_empty())
+        .expect("an upsert without a caller's trace starts one");
+    otlp.trace(&root.trace_id, Duration::from_secs(30), |spans| {
+        spans.iter().filter(|s| s.service == "shardd").count() >= 3
+    });
+}
+
+/// The JSON log lines in `log` (every line must be one).
+fn json_lines(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn access_lines(log: &Path) -> Vec<Value> {
+    json_lines(log)
+        .into_iter()
+        .filter(|l| l["target"] == "vecgate::access")
+        .collect()
+}
+
+#[test]
+fn json_logs_carry_the_trace_id_and_the_access_log_follows_reloads() {
+    let otlp = e2e::otlp::OtlpReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, log) = (
+        dir.path().join("vecgate.toml"),
+        dir.path().join("stderr.log"),
+    );
+    let write = |endpoint: &str, access_log: bool| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[[shards]]\nname = \"local\"\nbuiltin = true\n\n[telemetry]\notlp_endpoint = \"{endpoint}\"\notlp_protocol = \"http/json\"\nlog_format = \"json\"\naccess_log = {access_log}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap()
+    };
+    write(&otlp.url, true);
+    let router = vecgate_logging("vecgate", &config, Some(&log));
+    let (url, admin) = (router.url(), format!("http://{}", router.addrs[1]));
+    setup(&url, &random_vectors(50, DIM, 35));
+    let q = json!({"query": vec![0.5; DIM], "limit": 3});
+
+    let trace = random_hex(32);
+    let tp = format!("00-{trace}-{}-01", random_hex(16));
+    assert_eq!(search_traced(&url, &q, Some(&tp)).0, 200);
+    let line = access_lines(&log)
+        .into_iter()
+        .find(|l| l["trace_id"] == trace.as_str())
+        .expect("the search's access line carries the caller's trace id");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["method"], "POST");
+    assert!(
+        line["route"].as_str().unwrap().contains("points/query"),
+        "{line}"
+    );
+    assert!(line["ms"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(
+        line["timestamp"].is_string() && line["level"] == "INFO",
+        "{line}"
+    );
+    otlp.trace(&trace, Duration::from_secs(30), |spans| {
+        spans
+            .iter()
+            .any(|s| s.name == "shard call" && s.attr("vecgate.replica") == "built-in")
+    });
+
+    assert_eq!(
+        search_traced(&url, &json!({"query": vec![0.25; DIM]}), None).0,
+        200
+    );
+    let started = access_lines(&log).last().unwrap()["trace_id"]
+        .as_str()
+        .expect("a request without a caller's trace gets one")
+        .to_string();
+    assert_eq!(started.len(), 32);
+    otlp.trace(&started, Duration::from_secs(30), |spans| {
+        spans
+            .iter()
+            .any(|s| s.name.starts_with("POST ") && s.parent.is_empty())
+    });
+
+    write("http://127.0.0.1:1", true);
+    let (status, body) = call("POST", &format!("{admin}/admin/reload"), None);
+    assert_eq!(status, 409, "a changed exporter needs a restart: {body}");
+    assert!(body.to_string().contains("[telemetry]"), "{body}");
+    write(&otlp.url, false);
+    reload(&admin);
+    let before = access_lines(&log).len();
+    assert_eq!(search_traced(&url, &q, None).0, 200);
+    assert_eq!(
+        access_lines(&log).len(),
+        before,
+        "access_log = false stops the lines"
+    );
+}

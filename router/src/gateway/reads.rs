@@ -24,7 +24,7 @@ use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::merge::merge_by_id;
 use crate::scatter::RawHit;
 use crate::topology::{ShardKind, ShardRoute};
-use crate::upstream::{call_builtin, client, Answer, CallError};
+use crate::upstream::{call_builtin, client, traced, Answer, CallError};
 
 /// Ids per page of a count taken while points move.
 const COUNT_PAGE: usize = 10_000;
@@ -49,12 +49,17 @@ impl Ctx<'_> {
             attempts,
         };
         match &shard.kind {
-            ShardKind::Builtin(s) => call_builtin(
-                s.clone(),
-                method.clone(),
-                path.to_string(),
-                body,
-                self.deadline,
+            ShardKind::Builtin(s) => traced(
+                &shard.name,
+                "built-in",
+                1,
+                call_builtin(
+                    s.clone(),
+                    method.clone(),
+                    path.to_string(),
+                    body,
+                    self.deadline,
+                ),
             )
             .await
             .map_err(|e| {
@@ -89,9 +94,19 @@ impl Ctx<'_> {
                         };
                         let _in_flight = r.state.start();
                         let sent = Instant::now();
-                        let result = client()
-                            .call(&r.state.url, method, path, body.clone(), attempt_deadline)
-                            .await;
+                        let result = traced(
+                            &shard.name,
+                            &r.state.url,
+                            tried.len(),
+                            client().call(
+                                &r.state.url,
+                                method,
+                                path,
+                                body.clone(),
+                                attempt_deadline,
+                            ),
+                        )
+                        .await;
                         self.gw.observe(&shard.name, r, &result, sent.elapsed());
                         let kind = match result {
                             Ok(a) if a.status == 404 => {

@@ -16,7 +16,7 @@ use crate::balance::Replica;
 use crate::error::GatewayError;
 use crate::hints::Hint;
 use crate::topology::{ShardKind, ShardRoute};
-use crate::upstream::{call_builtin, client, Answer, CallError};
+use crate::upstream::{call_builtin, client, traced, Answer, CallError};
 
 /// Acknowledgements of one shard's part of a write.
 struct ShardWrite {
@@ -45,12 +45,17 @@ impl Ctx<'_> {
         let needed_of = |n| self.topo.config.routing.write_consistency.required(n);
         match &shard.kind {
             ShardKind::Builtin(s) => {
-                let result = call_builtin(
-                    s.clone(),
-                    method.clone(),
-                    path.to_string(),
-                    body,
-                    self.deadline,
+                let result = traced(
+                    &shard.name,
+                    "built-in",
+                    1,
+                    call_builtin(
+                        s.clone(),
+                        method.clone(),
+                        path.to_string(),
+                        body,
+                        self.deadline,
+                    ),
                 )
                 .await;
                 let mut w = ShardWrite {
@@ -99,9 +104,13 @@ impl Ctx<'_> {
                         }
                         let _in_flight = r.state.start();
                         let sent = tokio::time::Instant::now();
-                        let result = client()
-                            .call(&r.state.url, method, path, body, self.deadline)
-                            .await;
+                        let result = traced(
+                            &shard.name,
+                            &r.state.url,
+                            1,
+                            client().call(&r.state.url, method, path, body, self.deadline),
+                        )
+                        .await;
                         self.gw.observe(&shard.name, r, &result, sent.elapsed());
                         // A joining replica may not hold the collection yet: whatever it did not
                         // take is kept for it, to replay once its copy is done.
