@@ -90,6 +90,9 @@ pub struct Config {
     /// Traces and logs.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The embedder of collections that name none of their own; absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
     /// Per-collection settings.
     #[serde(default)]
     pub collections: BTreeMap<String, CollectionConfig>,
@@ -239,6 +242,119 @@ impl Default for CacheConfig {
 pub struct CollectionConfig {
     /// `[collections.NAME.cache]`.
     pub cache: CollectionCache,
+    /// `[collections.NAME.embedding]`: this collection's embedder, instead of `[embedding]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
+}
+
+/// `[embedding]` and `[collections.NAME.embedding]`: how text in queries and points becomes
+/// dense vectors.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    /// Who computes the vectors.
+    pub provider: EmbeddingProvider,
+    /// `openai`: the API's base URL with its version (`http://127.0.0.1:8080/v1`), as OpenAI's
+    /// own clients take it; vecgate posts to its `/embeddings`.
+    #[serde(default)]
+    pub url: String,
+    /// The model: sent to the provider, and the name a `Document` may give.
+    pub model: String,
+    /// `openai`: the environment variable holding the API key (sent as a bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Deadline of one call to the provider, in milliseconds.
+    #[serde(default = "default_embed_timeout")]
+    pub timeout_ms: u64,
+    /// Calls retried after a 429, a 5xx or a transport failure (waiting as `retry-after` says,
+    /// else 100 ms doubling), within the request's deadline.
+    #[serde(default = "default_embed_retries")]
+    pub retries: u32,
+    /// Texts sent in one call at most.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long the first text of a batch waits for others to join it, in milliseconds.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_ms: u64,
+    /// Bytes of vectors the embedding cache keeps (0 = none), keyed by model and text.
+    #[serde(default = "default_embed_cache")]
+    pub cache_max_bytes: u64,
+}
+
+fn default_embed_timeout() -> u64 {
+    10_000
+}
+
+fn default_embed_retries() -> u32 {
+    3
+}
+
+fn default_max_batch() -> usize {
+    32
+}
+
+fn default_max_wait() -> u64 {
+    2
+}
+
+fn default_embed_cache() -> u64 {
+    64 << 20
+}
+
+/// Who computes an embedder's vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingProvider {
+    /// An OpenAI-compatible `/v1/embeddings` (OpenAI's API behind a local proxy, TEI, vLLM,
+    /// Ollama).
+    Openai,
+}
+
+impl EmbeddingConfig {
+    /// Every problem of this section, each with its field under `at`.
+    fn problems(&self, at: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match self.url.strip_prefix("http://") {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
+            _ if self.url.starts_with("https://") => out.push((
+                format!("{at}.url"),
+                format!(
+                    "`{}`: https is not spoken yet; reach the API through a local http proxy or gateway",
+                    self.url
+                ),
+            )),
+            _ => out.push((
+                format!("{at}.url"),
+                format!("`{}` must be http://host:port/path", self.url),
+            )),
+        }
+        if self.model.trim().is_empty() {
+            out.push((format!("{at}.model"), "must name the model".into()));
+        }
+        if let Some(var) = &self.api_key_env {
+            if std::env::var_os(var).is_none() {
+                out.push((
+                    format!("{at}.api_key_env"),
+                    format!("the environment variable `{var}` is not set"),
+                ));
+            }
+        }
+        let ranges: [(&str, u64, u64, u64); 4] = [
+            ("timeout_ms", self.timeout_ms, 100, 120_000),
+            ("retries", self.retries.into(), 0, 10),
+            ("max_batch", self.max_batch as u64, 1, 2048),
+            ("max_wait_ms", self.max_wait_ms, 0, 1000),
+        ];
+        for (field, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                out.push((
+                    format!("{at}.{field}"),
+                    format!("must be between {low} and {high}, got {value}"),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// `[collections.NAME.cache]`.
@@ -415,6 +531,14 @@ impl Config {
         }
     }
 
+    /// The embedder of `collection`: its own, else `[embedding]`.
+    pub fn embedding_for(&self, collection: &str) -> Option<&EmbeddingConfig> {
+        self.collections
+            .get(collection)
+            .and_then(|c| c.embedding.as_ref())
+            .or(self.embedding.as_ref())
+    }
+
     /// The config as `/admin/config` shows it: credentials in URLs replaced by `***`.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
@@ -505,7 +629,13 @@ impl Config {
             .cache
             .as_ref()
             .is_some_and(|c| c.strict == Strict::Global);
+        if let Some(e) = &self.embedding {
+            out.extend(e.problems("embedding"));
+        }
         for (name, c) in &self.collections {
+            if let Some(e) = &c.embedding {
+                out.extend(e.problems(&format!("collections.{name}.embedding")));
+            }
             if c.cache.mode == CacheMode::Precise && global {
                 out.push((
                     format!("collections.{name}.cache.mode"),
@@ -660,6 +790,7 @@ const SECTIONS: &[&str] = &[
     "cache",
     "cluster",
     "telemetry",
+    "embedding",
     "collections",
 ];
 
@@ -697,6 +828,10 @@ pub fn parse(source: &str) -> Result<Config, Vec<Problem>> {
             },
             "cluster" => match read(value, "cluster", &lines, &mut problems) {
                 Some(c) => config.cluster = Some(c),
+                None => complete = false,
+            },
+            "embedding" => match read(value, "embedding", &lines, &mut problems) {
+                Some(e) => config.embedding = Some(e),
                 None => complete = false,
             },
             "telemetry" => match read(value, "telemetry", &lines, &mut problems) {

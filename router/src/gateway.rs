@@ -38,6 +38,8 @@ use crate::balance::Replica;
 use crate::cache::precise::{self, Asked};
 use crate::cache::{Cache, Outcome, PreciseRead};
 use crate::config::{CacheMode, Config, ReadPolicy};
+use crate::embed::infer::{self, InferError};
+use crate::embed::Embedders;
 use crate::error::{Attempt, CallKind, GatewayError, ShardFailure};
 use crate::metrics::RouterMetrics;
 use crate::scatter::Scatter;
@@ -218,6 +220,15 @@ pub struct Gateway {
     /// This router's name in etcd: a hash of its data directory, the same across restarts
     /// (its hint logs live there).
     pub(crate) router_id: String,
+    /// The embedders collections use for text.
+    embedders: Embedders,
+}
+
+/// The collection a `/v1/search` body names.
+#[derive(Deserialize)]
+struct CollectionOnly {
+    #[serde(default)]
+    collection: String,
 }
 
 /// `{"result": T}` of a shard's answer.
@@ -297,6 +308,7 @@ impl Gateway {
         metrics: Arc<RouterMetrics>,
         cache: Option<Cache>,
         etcd: Option<Arc<crate::coordination::Etcd>>,
+        embedders: Embedders,
     ) -> Self {
         let dir = &topology.config.server.data_dir;
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
@@ -318,6 +330,7 @@ impl Gateway {
             repairing: tokio::sync::Mutex::new(()),
             etcd,
             router_id,
+            embedders,
         }
     }
 
@@ -514,6 +527,26 @@ impl Gateway {
                 .unwrap_or_else(|| topo.config.server.region.clone()),
         };
         let template = endpoint.template();
+        let call = match self
+            .replace_text(call, endpoint, &params, topo, ctx.deadline)
+            .await
+        {
+            Ok(call) => call,
+            Err(e) => {
+                self.metrics
+                    .request_errors
+                    .with_label_values(&[
+                        template,
+                        if e.status == 400 {
+                            "invalid"
+                        } else {
+                            "embedding"
+                        },
+                    ])
+                    .inc();
+                return Reply::new(e.status, error_body(&e.message, started).into(), template);
+            }
+        };
         // One remote shard holds everything: its answer to the client's own request is the
         // answer, so the body needs no reading here (unless the cache needs its key).
         let forward_to = match topo.shards.as_slice() {
@@ -637,6 +670,44 @@ impl Gateway {
                 reply
             }
         }
+    }
+
+    /// `call` with the text it carries (a `/v1/search` query, `Document`s) replaced by the
+    /// vectors of its collection's embedder.
+    async fn replace_text(
+        &self,
+        mut call: Call,
+        endpoint: Endpoint,
+        params: &api::PathParams,
+        topo: &Topology,
+        deadline: Instant,
+    ) -> Result<Call, InferError> {
+        if !infer::may_carry_text(endpoint, &call.body) {
+            return Ok(call);
+        }
+        let collection = if endpoint == Endpoint::SeedSearch {
+            serde_json::from_slice::<CollectionOnly>(&call.body)
+                .map(|c| c.collection)
+                .unwrap_or_default()
+        } else {
+            params.collection.clone()
+        };
+        let embedder = topo
+            .config
+            .embedding_for(&collection)
+            .map(|c| self.embedders.get(c));
+        if let Some(body) = infer::replace_text(
+            endpoint,
+            &collection,
+            &call.body,
+            embedder.as_deref(),
+            deadline,
+        )
+        .await?
+        {
+            call.body = body;
+        }
+        Ok(call)
     }
 
     /// The reply to an answered request, its error counted by kind.

@@ -15,6 +15,8 @@
 //!   policies), [`hints`] (missed writes, durably queued), [`repair`] (filling a joining
 //!   replica from a peer, and anti-entropy between replicas).
 //! - [`cache`]: the result cache (moka in process, Redis through fred), keyed at the route.
+//! - [`embed`]: text to vectors (embedders, micro-batching, the embedding cache) and the
+//!   replacement of a request's text by vectors before it is parsed.
 //! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay, joins,
 //!   repair rounds, checkpoints), [`reshard`] (moving points after the shard set changed),
 //!   [`coordination`] (several routers through etcd), [`metrics`].
@@ -23,6 +25,7 @@ pub mod balance;
 pub mod cache;
 pub mod config;
 pub mod coordination;
+pub mod embed;
 pub mod error;
 pub mod gateway;
 pub mod hints;

@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use vecgate::cache::{warm, Cache, CacheMetrics};
 use vecgate::config::{self, Config};
 use vecgate::coordination::Etcd;
+use vecgate::embed::{EmbedMetrics, Embedders};
 use vecgate::gateway::Gateway;
 use vecgate::listener::{bind, serve, Http, InFlight, Workers, DRAIN};
 use vecgate::metrics::RouterMetrics;
@@ -158,7 +159,15 @@ async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()>
         }
         None => None,
     };
-    let gateway = Arc::new(Gateway::new(topology, live, metrics.clone(), cache, etcd));
+    let embedders = Embedders::new(Arc::new(EmbedMetrics::new(&registry)?));
+    let gateway = Arc::new(Gateway::new(
+        topology,
+        live,
+        metrics.clone(),
+        cache,
+        etcd,
+        embedders,
+    ));
     let in_flight = Arc::new(InFlight::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 

@@ -31,6 +31,8 @@ pub struct Answer {
     pub status: u16,
     /// Body bytes (Qdrant's envelope).
     pub body: Bytes,
+    /// `retry-after`, when the answer gave one in seconds.
+    pub retry_after: Option<Duration>,
 }
 
 impl Answer {
@@ -162,12 +164,26 @@ impl HttpClient {
         body: Bytes,
         deadline: Instant,
     ) -> Result<Answer, CallError> {
+        self.call_with(base_url, method, path_and_query, "", body, deadline)
+            .await
+    }
+
+    /// [`HttpClient::call`] with `headers` (`name: value\r\n` lines) added to the request.
+    pub async fn call_with(
+        &self,
+        base_url: &str,
+        method: &Method,
+        path_and_query: &str,
+        headers: &str,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Answer, CallError> {
         let authority = base_url
             .strip_prefix("http://")
             .unwrap_or(base_url)
             .trim_end_matches('/');
         let head = format!(
-            "{method} {path_and_query} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+            "{method} {path_and_query} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}{}\r\n",
             body.len(),
             telemetry::outgoing()
         );
@@ -209,6 +225,7 @@ fn finish(authority: &str, answer: Parsed, conn: Conn) -> Answer {
     Answer {
         status: answer.status,
         body: answer.body,
+        retry_after: answer.retry_after,
     }
 }
 
@@ -222,6 +239,7 @@ struct Parsed {
     status: u16,
     body: Bytes,
     keep_alive: bool,
+    retry_after: Option<Duration>,
 }
 
 /// Writes one request and reads its answer.
@@ -252,13 +270,14 @@ async fn exchange(mut conn: Conn, head: &[u8], body: &[u8]) -> Result<(Parsed, C
         }
     }
     let mut received_any = !conn.buf.is_empty();
-    let (status, body_start, length, keep_alive) = loop {
+    let (status, body_start, length, keep_alive, retry_after) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&conn.buf) {
             Ok(httparse::Status::Complete(at)) => {
                 let mut length = Length::UntilClose;
                 let mut keep_alive = response.version == Some(1);
+                let mut retry_after = None;
                 for h in response.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
                         let n = std::str::from_utf8(h.value)
@@ -276,6 +295,11 @@ async fn exchange(mut conn: Conn, head: &[u8], body: &[u8]) -> Result<(Parsed, C
                         length = Length::Chunked;
                     } else if h.name.eq_ignore_ascii_case("connection") {
                         keep_alive = !h.value.eq_ignore_ascii_case(b"close");
+                    } else if h.name.eq_ignore_ascii_case("retry-after") {
+                        retry_after = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map(Duration::from_secs);
                     }
                 }
                 let status = response.code.unwrap_or(0);
@@ -284,6 +308,7 @@ async fn exchange(mut conn: Conn, head: &[u8], body: &[u8]) -> Result<(Parsed, C
                     at,
                     length,
                     keep_alive && length != Length::UntilClose,
+                    retry_after,
                 );
             }
             Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
@@ -340,6 +365,7 @@ async fn exchange(mut conn: Conn, head: &[u8], body: &[u8]) -> Result<(Parsed, C
             status,
             body,
             keep_alive,
+            retry_after,
         },
         conn,
     ))
@@ -419,6 +445,7 @@ pub async fn call_builtin(
         Answer {
             status: resp.status.as_u16(),
             body: Bytes::from(resp.body),
+            retry_after: None,
         }
     });
     match tokio::time::timeout_at(deadline, work).await {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bench;
+pub mod embedder;
 pub mod fixture;
 pub mod otlp;
 
@@ -49,6 +50,7 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Process {
     name: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     listeners: usize,
     log: Option<PathBuf>,
     child: Option<Child>,
@@ -77,11 +79,27 @@ impl Process {
         listeners: usize,
         log: Option<&Path>,
     ) -> Process {
+        Self::spawn_env(name, args, listeners, log, &[])
+    }
+
+    /// [`Process::spawn_logging`] with `env` added to its environment.
+    pub fn spawn_env(
+        name: &str,
+        args: &[&str],
+        listeners: usize,
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Process {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addrs) = start(name, &args, listeners, log);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addrs) = start(name, &args, listeners, log, &env);
         Process {
             name: name.to_string(),
             args,
+            env,
             listeners,
             log: log.map(Path::to_path_buf),
             child: Some(child),
@@ -96,6 +114,7 @@ impl Process {
         Process {
             name: String::new(),
             args: Vec::new(),
+            env: Vec::new(),
             listeners: 0,
             log: None,
             child: None,
@@ -150,7 +169,13 @@ impl Process {
         if let Some(i) = args.iter().position(|a| a == "--listen") {
             args[i + 1] = listen;
         }
-        let (child, addrs) = start(&self.name, &args, self.listeners, self.log.as_deref());
+        let (child, addrs) = start(
+            &self.name,
+            &args,
+            self.listeners,
+            self.log.as_deref(),
+            &self.env,
+        );
         self.child = Some(child);
         self.addr = addrs[0];
         self.addrs = addrs;
@@ -168,6 +193,7 @@ fn start(
     args: &[String],
     listeners: usize,
     log: Option<&Path>,
+    env: &[(String, String)],
 ) -> (Child, Vec<SocketAddr>) {
     let stderr = match log {
         Some(path) => std::fs::OpenOptions::new()
@@ -186,6 +212,7 @@ fn start(
     };
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -363,11 +390,22 @@ pub fn vecgate_binary(binary: &str, config: &Path) -> Process {
 
 /// [`vecgate_binary`], its stderr appended to `log` when given.
 pub fn vecgate_logging(binary: &str, config: &Path, log: Option<&Path>) -> Process {
-    let p = Process::spawn_logging(
+    vecgate_env(binary, config, log, &[])
+}
+
+/// [`vecgate_logging`] with `env` added to its environment.
+pub fn vecgate_env(
+    binary: &str,
+    config: &Path,
+    log: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Process {
+    let p = Process::spawn_env(
         binary,
         &["--config", config.to_str().expect("utf-8 path")],
         2,
         log,
+        env,
     );
     wait_for(&format!("{}/healthz", p.url()), Duration::from_secs(60));
     wait_for(
