@@ -269,3 +269,21 @@ fn a_stalled_embedder_times_out_with_504_and_is_counted() {
         "one retry, then the call gave up"
     );
 }
+
+#[test]
+fn qdrant_client_upserts_and_queries_with_documents_unchanged() {
+    let fake = FakeEmbedder::start();
+    let cluster = Cluster::start_with(3, &["eu"], "", &embedding_section(&fake, ""));
+    let out: Value = serde_json::from_str(&run_python(
+        "qdrant_client_documents.py",
+        &[&cluster.url(), "fake-8"],
+    ))
+    .unwrap();
+    assert_eq!(out["dense"][0], 7, "{out}");
+    assert_eq!(out["prefetched"][0], 11, "{out}");
+    let sizes: Vec<usize> = fake.batches().iter().map(Vec::len).collect();
+    assert!(
+        sizes.iter().sum::<usize>() == 40 && sizes.iter().all(|&n| n <= 32),
+        "the upsert's 40 texts, in calls of at most max_batch (32); the queries' texts came from the cache: {sizes:?}"
+    );
+}
