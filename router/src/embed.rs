@@ -2,6 +2,7 @@
 //! each behind a micro-batcher that sends concurrent texts in one call and an embedding cache
 //! keyed by model and text.
 
+pub mod bm25;
 pub mod infer;
 mod openai;
 

@@ -271,7 +271,7 @@ fn a_stalled_embedder_times_out_with_504_and_is_counted() {
 }
 
 #[test]
-fn qdrant_client_upserts_and_queries_with_documents_unchanged() {
+fn qdrant_client_does_dense_sparse_and_hybrid_search_with_documents_unchanged() {
     let fake = FakeEmbedder::start();
     let cluster = Cluster::start_with(3, &["eu"], "", &embedding_section(&fake, ""));
     let out: Value = serde_json::from_str(&run_python(
@@ -281,6 +281,11 @@ fn qdrant_client_upserts_and_queries_with_documents_unchanged() {
     .unwrap();
     assert_eq!(out["dense"][0], 7, "{out}");
     assert_eq!(out["prefetched"][0], 11, "{out}");
+    assert_eq!(
+        out["sparse"][0], 23,
+        "BM25 finds the passage by its number: {out}"
+    );
+    assert_eq!(out["hybrid"][0], 31, "{out}");
     let sizes: Vec<usize> = fake.batches().iter().map(Vec::len).collect();
     assert!(
         sizes.iter().sum::<usize>() == 40 && sizes.iter().all(|&n| n <= 32),

@@ -1,14 +1,15 @@
 //! Text in requests: `query` text in `/v1/search`, and Qdrant's inference objects (a `Document`,
 //! `{"text": ..., "model": ...}`) in queries (`query`, `nearest`, prefetches, batches) and in
-//! points' vectors, replaced by the vectors of the collection's embedder before the request is
-//! parsed, so everything after sees vectors only.
+//! points' vectors, replaced by vectors before the request is parsed, so everything after sees
+//! vectors only: the collection's embedder for dense ones, `qdrant/bm25` (computed here) for
+//! sparse ones.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use shardd::api::Endpoint;
 use tokio::time::Instant;
 
-use super::Embedder;
+use super::{bm25, Embedder};
 
 /// Why the text of a request could not be replaced: the client's mistake (400) or the
 /// embedder's failure (its status).
@@ -52,56 +53,84 @@ pub async fn replace_text(
         // Not JSON: the parser that follows says what is wrong with it.
         return Ok(None);
     };
-    let mut texts = Vec::new();
-    let mut models = Vec::new();
+    // Each text, and whether it is for `qdrant/bm25` (computed here) or the embedder.
+    let mut docs: Vec<(String, Option<String>)> = Vec::new();
     if endpoint == Endpoint::SeedSearch {
         match root.get("query") {
-            Some(Value::String(text)) => texts.push(text.clone()),
+            Some(Value::String(text)) => docs.push((text.clone(), None)),
             _ => return Ok(None),
         }
     } else {
         slots(endpoint, &mut root, &mut |slot| {
-            texts.push(slot["text"].as_str().unwrap_or_default().to_string());
-            if let Some(model) = slot.get("model").and_then(Value::as_str) {
-                models.push(model.to_string());
-            }
+            let text = slot["text"].as_str().unwrap_or_default().to_string();
+            let model = slot
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            docs.push((text, model));
         });
-        if texts.is_empty() {
+        if docs.is_empty() {
             return Ok(None);
         }
     }
-    let Some(embedder) = embedder else {
-        return Err(bad(format!(
-            "collection `{collection}` has no embedder for text: configure [embedding] or [collections.{collection}.embedding], or send vectors"
-        )));
+    let sparse = |model: &Option<String>| {
+        model
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(bm25::MODEL))
     };
-    if let Some(other) = models
+    let dense: Vec<String> = docs
         .iter()
-        .find(|m| !m.eq_ignore_ascii_case(embedder.model()))
-    {
-        return Err(bad(format!(
-            "a Document asks for model `{other}`, and collection `{collection}` embeds text with `{}`",
-            embedder.model()
-        )));
+        .filter(|(_, m)| !sparse(m))
+        .map(|(t, _)| t.clone())
+        .collect();
+    let mut vectors = Vec::new();
+    if !dense.is_empty() {
+        let Some(embedder) = embedder else {
+            return Err(bad(format!(
+                "collection `{collection}` has no embedder for text: configure [embedding] or [collections.{collection}.embedding], send vectors, or use model `{}` for sparse vectors",
+                bm25::MODEL
+            )));
+        };
+        if let Some(other) = docs.iter().filter_map(|(_, m)| m.as_deref()).find(|m| {
+            !m.eq_ignore_ascii_case(embedder.model()) && !m.eq_ignore_ascii_case(bm25::MODEL)
+        }) {
+            return Err(bad(format!(
+                "a Document asks for model `{other}`, and collection `{collection}` embeds text with `{}` (or `{}` for sparse vectors)",
+                embedder.model(),
+                bm25::MODEL
+            )));
+        }
+        vectors = embedder
+            .embed(&dense, deadline)
+            .await
+            .map_err(|e| InferError {
+                status: e.status(),
+                message: format!("embedding text for collection `{collection}`: {e}"),
+            })?;
     }
-    let vectors = embedder
-        .embed(&texts, deadline)
-        .await
-        .map_err(|e| InferError {
-            status: e.status(),
-            message: format!("embedding text for collection `{collection}`: {e}"),
-        })?;
     let as_json = |v: &[f32]| Value::Array(v.iter().map(|x| Value::from(f64::from(*x))).collect());
+    let mut dense_vectors = vectors.iter();
+    let mut values = docs.iter().map(|(text, model)| {
+        if sparse(model) {
+            let v = if endpoint == Endpoint::Upsert {
+                bm25::document(text)
+            } else {
+                bm25::query(text)
+            };
+            serde_json::json!({"indices": v.indices, "values": v.values})
+        } else {
+            dense_vectors.next().map_or(Value::Null, |v| as_json(v))
+        }
+    });
     if endpoint == Endpoint::SeedSearch {
-        if let Value::Object(m) = &mut root {
+        if let (Value::Object(m), Some(v)) = (&mut root, values.next()) {
             m.remove("query");
-            m.insert("vector".into(), as_json(&vectors[0]));
+            m.insert("vector".into(), v);
         }
     } else {
-        let mut next = vectors.iter();
         slots(endpoint, &mut root, &mut |slot| {
-            if let Some(v) = next.next() {
-                *slot = as_json(v);
+            if let Some(v) = values.next() {
+                *slot = v;
             }
         });
     }
