@@ -101,6 +101,8 @@ pub struct Timing {
     pub scatter: Duration,
     /// The rest of the search: parsing, planning, merging, encoding.
     pub merge: Duration,
+    /// Turning the request's text into vectors.
+    pub embed: Duration,
 }
 
 /// What one request's handling measures and records on the way.
@@ -116,6 +118,8 @@ pub(crate) struct RequestStats {
     scatter_us: AtomicU64,
     /// Microseconds answering from the shards (scatter included).
     search_us: AtomicU64,
+    /// Microseconds turning the request's text into vectors.
+    embed_us: AtomicU64,
 }
 
 impl RequestStats {
@@ -475,14 +479,16 @@ impl Gateway {
         reply.shards = Some((answered, total));
         let micros = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::SeqCst));
         let (scatter, search) = (micros(&stats.scatter_us), micros(&stats.search_us));
+        let embed = micros(&stats.embed_us);
         reply.timing = Timing {
             cache: if reply.cache.is_some() {
-                all.saturating_sub(search)
+                all.saturating_sub(search + embed)
             } else {
                 Duration::ZERO
             },
             scatter,
             merge: search.saturating_sub(scatter),
+            embed,
         };
         reply
     }
@@ -528,7 +534,7 @@ impl Gateway {
         };
         let template = endpoint.template();
         let call = match self
-            .replace_text(call, endpoint, &params, topo, ctx.deadline)
+            .replace_text(call, endpoint, &params, topo, ctx.deadline, stats)
             .await
         {
             Ok(call) => call,
@@ -681,10 +687,12 @@ impl Gateway {
         params: &api::PathParams,
         topo: &Topology,
         deadline: Instant,
+        stats: &RequestStats,
     ) -> Result<Call, InferError> {
         if !infer::may_carry_text(endpoint, &call.body) {
             return Ok(call);
         }
+        let started = StdInstant::now();
         let collection = if endpoint == Endpoint::SeedSearch {
             serde_json::from_slice::<CollectionOnly>(&call.body)
                 .map(|c| c.collection)
@@ -696,15 +704,24 @@ impl Gateway {
             .config
             .embedding_for(&collection)
             .map(|c| self.embedders.get(c));
-        if let Some(body) = infer::replace_text(
+        let span = tracing::info_span!(
+            "embed",
+            vecgate.collection = collection.as_str(),
+            vecgate.model = embedder.as_ref().map_or("", |e| e.model()),
+        );
+        let replaced = infer::replace_text(
             endpoint,
             &collection,
             &call.body,
             embedder.as_deref(),
             deadline,
         )
-        .await?
-        {
+        .instrument(span)
+        .await;
+        stats
+            .embed_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
+        if let Some(body) = replaced? {
             call.body = body;
         }
         Ok(call)

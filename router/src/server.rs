@@ -206,8 +206,9 @@ impl Handler for ApiApp {
         answer.headers.push((
             "server-timing",
             format!(
-                "cache;dur={:.3}, scatter;dur={:.3}, merge;dur={:.3}, total;dur={:.3}",
+                "cache;dur={:.3}, embed;dur={:.3}, scatter;dur={:.3}, merge;dur={:.3}, total;dur={:.3}",
                 ms(t.cache),
+                ms(t.embed),
                 ms(t.scatter),
                 ms(t.merge),
                 ms(started.elapsed())

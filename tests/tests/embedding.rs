@@ -72,14 +72,50 @@ fn top_id(answer: &Value) -> u64 {
 #[test]
 fn text_queries_through_three_shards_are_embedded_in_batches_and_cached() {
     let fake = FakeEmbedder::start();
+    let otlp = e2e::otlp::OtlpReceiver::start();
     let cluster = Cluster::start_with(
         3,
         &["eu"],
         "",
-        &embedding_section(&fake, "max_batch = 64\nmax_wait_ms = 50\n"),
+        &format!(
+            "{}\n[telemetry]\notlp_endpoint = \"{}\"\n",
+            embedding_section(&fake, "max_batch = 64\nmax_wait_ms = 50\n"),
+            otlp.url
+        ),
     );
     let url = cluster.url();
     load(&url, 200);
+
+    // A text query's time in the embedder is its own part of `server-timing`, and its span.
+    let trace = "5a7e0b3f2c9d4e1fa0b1c2d3e4f50617";
+    let resp = client()
+        .post(&format!("{url}/v1/search"))
+        .header("traceparent", &format!("00-{trace}-1a2b3c4d5e6f7081-01"))
+        .send_json(json!({"collection": "docs", "query": text(3), "top_k": 1}))
+        .unwrap();
+    let timing = resp.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let embed_ms: f64 = timing
+        .split(", ")
+        .find_map(|p| p.strip_prefix("embed;dur="))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no embed part: {timing}"));
+    assert!(embed_ms > 0.0, "{timing}");
+    let spans = otlp.trace(trace, Duration::from_secs(30), |spans| {
+        spans.iter().any(|s| s.name == "embed") && spans.iter().any(|s| s.name.starts_with("POST "))
+    });
+    let request = spans.iter().find(|s| s.name.starts_with("POST ")).unwrap();
+    let embed = spans.iter().find(|s| s.name == "embed").unwrap();
+    assert_eq!(embed.parent, request.span_id);
+    assert_eq!(
+        (
+            embed.attr("vecgate.model"),
+            embed.attr("vecgate.collection")
+        ),
+        ("fake-8", "docs")
+    );
 
     let answer = seed(
         &url,

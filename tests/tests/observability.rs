@@ -54,16 +54,28 @@ fn promtool_metrics(text: &str) -> String {
     }
 }
 
-/// A 3-shard cluster with a Redis-backed cache and some of everything: writes, searches
-/// (some cached), a bad request, a repair round.
+/// A 3-shard cluster with a Redis-backed cache and an embedder, and some of everything: writes,
+/// searches (some cached, some with text), a bad request, a repair round.
 fn busy_cluster(redis: &RedisServer) -> Cluster {
+    let embedder = e2e::embedder::FakeEmbedder::start();
     let cluster = Cluster::start_with(
         3,
         &["eu", "eu"],
         "",
-        &format!("[cache]\nredis_url = \"{}\"\n", redis.url()),
+        &format!(
+            "[cache]\nredis_url = \"{}\"\n\n[embedding]\nprovider = \"openai\"\nurl = \"{}\"\nmodel = \"fake-8\"\n",
+            redis.url(),
+            embedder.url
+        ),
     );
     setup(&cluster.url(), &random_vectors(300, DIM, 31));
+    for i in 0..10 {
+        ok(
+            "POST",
+            &format!("{}/collections/docs/points/query", cluster.url()),
+            Some(&json!({"query": {"text": format!("question {}", i % 4)}, "limit": 3})),
+        );
+    }
     for q in random_vectors(20, DIM, 32).iter().cycle().take(60) {
         ok(
             "POST",
