@@ -577,6 +577,25 @@ impl Cache {
         (reply, Outcome::Miss)
     }
 
+    /// A vector stored in Redis by any router under `key`, when Redis is configured.
+    pub(crate) async fn stored_vector(&self, key: u128) -> Option<Vec<f32>> {
+        let bytes = self.l2.as_ref()?.get_vector(key).await?;
+        (bytes.len() % 4 == 0 && !bytes.is_empty()).then(|| {
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+    }
+
+    /// Stores a vector in Redis for `ttl_s` seconds (nothing without Redis).
+    pub(crate) fn store_vector(&self, key: u128, vector: &[f32], ttl_s: u64) {
+        if let Some(redis) = &self.l2 {
+            let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+            redis.set_vector(key, bytes.into(), i64::try_from(ttl_s).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Brings L1's size gauges up to date (before metrics are gathered).
     pub async fn measure(&self) {
         self.l1.run_pending_tasks().await;

@@ -284,6 +284,13 @@ pub struct EmbeddingConfig {
     /// Bytes of vectors the embedding cache keeps (0 = none), keyed by model and text.
     #[serde(default = "default_embed_cache")]
     pub cache_max_bytes: u64,
+    /// Seconds a vector is kept in Redis, shared by the routers (with `cache.redis_url`).
+    #[serde(default = "default_embed_redis_ttl")]
+    pub redis_ttl_s: u64,
+}
+
+fn default_embed_redis_ttl() -> u64 {
+    7 * 24 * 3600
 }
 
 fn default_model_dir() -> PathBuf {

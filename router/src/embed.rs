@@ -17,6 +17,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
+use crate::cache::Cache;
 use crate::config::{EmbeddingConfig, EmbeddingProvider};
 
 /// Why text could not be embedded.
@@ -100,9 +101,9 @@ impl EmbedMetrics {
         let cache = IntCounterVec::new(
             Opts::new(
                 "vecgate_embed_cache_lookups_total",
-                "Embedding cache lookups by model and result (hit, miss)",
+                "Embedding cache lookups by model, tier (l1 in process, l2 Redis) and result (hit, miss)",
             ),
-            &["model", "result"],
+            &["model", "tier", "result"],
         )?;
         registry.register(Box::new(calls.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -194,8 +195,12 @@ impl Embedder {
         for outcome in ["ok", "timeout", "unavailable", "refused", "invalid"] {
             metrics.calls.with_label_values(&[config.model(), outcome]);
         }
-        for result in ["hit", "miss"] {
-            metrics.cache.with_label_values(&[config.model(), result]);
+        for tier in ["l1", "l2"] {
+            for result in ["hit", "miss"] {
+                metrics
+                    .cache
+                    .with_label_values(&[config.model(), tier, result]);
+            }
         }
         Embedder {
             config: config.clone(),
@@ -210,23 +215,37 @@ impl Embedder {
         self.config.model()
     }
 
-    /// The vectors of `texts`, in order, by `deadline`: from the cache, else through the
-    /// batcher (texts asked at the same moment by other requests go in the same call).
+    /// The vectors of `texts`, in order, by `deadline`: from the embedding cache (in process,
+    /// then `shared`'s Redis, where every router keeps them), else through the batcher (texts
+    /// asked at the same moment by other requests go in the same call).
     pub async fn embed(
         &self,
         texts: &[String],
         deadline: Instant,
+        shared: Option<&Cache>,
     ) -> Result<Vec<Arc<[f32]>>, EmbedError> {
         let mut out: Vec<Option<Arc<[f32]>>> = vec![None; texts.len()];
         let mut waiting = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             if let Some(cache) = &self.cache {
                 if let Some(v) = cache.get(text).await {
-                    self.count_lookup("hit");
+                    self.count_lookup("l1", "hit");
                     out[i] = Some(v);
                     continue;
                 }
-                self.count_lookup("miss");
+                self.count_lookup("l1", "miss");
+            }
+            if let Some(shared) = shared.filter(|c| c.config().redis_url.is_some()) {
+                if let Some(v) = shared.stored_vector(self.key(text)).await {
+                    self.count_lookup("l2", "hit");
+                    let v: Arc<[f32]> = Arc::from(v);
+                    if let Some(cache) = &self.cache {
+                        cache.insert(text.clone(), v.clone()).await;
+                    }
+                    out[i] = Some(v);
+                    continue;
+                }
+                self.count_lookup("l2", "miss");
             }
             let (reply, answer) = oneshot::channel();
             let job = Job {
@@ -248,15 +267,27 @@ impl Embedder {
             if let Some(cache) = &self.cache {
                 cache.insert(texts[i].clone(), v.clone()).await;
             }
+            if let Some(shared) = shared {
+                shared.store_vector(self.key(&texts[i]), &v, self.config.redis_ttl_s);
+            }
             out[i] = Some(v);
         }
         Ok(out.into_iter().map(|v| v.expect("filled")).collect())
     }
 
-    fn count_lookup(&self, result: &str) {
+    /// The shared cache's key of `text`'s vector: model and text.
+    fn key(&self, text: &str) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.config.model().as_bytes());
+        h.update(&[0]);
+        h.update(text.as_bytes());
+        h.digest128()
+    }
+
+    fn count_lookup(&self, tier: &str, result: &str) {
         self.metrics
             .cache
-            .with_label_values(&[self.config.model(), result])
+            .with_label_values(&[self.config.model(), tier, result])
             .inc();
     }
 }

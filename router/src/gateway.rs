@@ -714,6 +714,7 @@ impl Gateway {
             &collection,
             &call.body,
             embedder.as_deref(),
+            self.cache.as_ref(),
             deadline,
         )
         .instrument(span)

@@ -344,7 +344,8 @@ fn builtin_vectors_match_sentence_transformers() {
     let router = embedded(
         dir.path(),
         &format!(
-            "[embedding]\nprovider = \"builtin\"\nmodel_dir = \"{}\"\n",
+            // A debug build runs the model slowly: the deadline leaves it time.
+            "[routing]\ntimeout_ms = 60000\n\n[embedding]\nprovider = \"builtin\"\nmodel_dir = \"{}\"\ntimeout_ms = 60000\n",
             minilm_dir().display()
         ),
     );
@@ -398,5 +399,56 @@ fn builtin_vectors_match_sentence_transformers() {
         top_id(&answer),
         0,
         "the cache TTL question is nearest: {answer}"
+    );
+}
+
+#[test]
+fn routers_sharing_redis_share_their_embeddings() {
+    let fake = FakeEmbedder::start();
+    let redis = RedisServer::start();
+    let sections = format!(
+        "[cache]\nredis_url = \"{}\"\n\n{}",
+        redis.url(),
+        embedding_section(&fake, "")
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        embedded(dir_a.path(), &sections),
+        embedded(dir_b.path(), &sections),
+    );
+    load(&a.url(), 30);
+    load(&b.url(), 30);
+    let q = json!({"collection": "docs", "query": text(12), "top_k": 1});
+    assert_eq!(top_id(&seed(&a.url(), q.clone())), 12);
+    let calls = fake.batches().len();
+    let admin_b = format!("http://{}", b.addrs[1]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The first router stores the vector in Redis in the background.
+    loop {
+        let before = metric(
+            &admin_b,
+            "vecgate_embed_cache_lookups_total",
+            &["tier=\"l2\"", "result=\"hit\""],
+        );
+        assert_eq!(top_id(&seed(&b.url(), q.clone())), 12);
+        let after = metric(
+            &admin_b,
+            "vecgate_embed_cache_lookups_total",
+            &["tier=\"l2\"", "result=\"hit\""],
+        );
+        if after == before + 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the vector never reached Redis"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        fake.batches()[calls..]
+            .iter()
+            .all(|b| !b.contains(&text(12))),
+        "the second router did not ask the embedder again for the text"
     );
 }

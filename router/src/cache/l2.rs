@@ -147,28 +147,36 @@ impl Redis {
 
     /// The answer stored under `key`.
     pub(crate) async fn get(&self, key: u128) -> Option<Bytes> {
-        self.call("get", self.pool.get::<Option<Bytes>, _>(answer_key(key)))
-            .await
-            .flatten()
+        self.get_named(answer_key(key)).await
     }
 
     /// Stores an answer, in the background: the client does not wait for Redis.
     pub(crate) fn set(&self, key: u128, body: Bytes) {
+        self.set_named(answer_key(key), body, self.ttl_s);
+    }
+
+    /// The vector an embedder made, stored under `key` (model and text).
+    pub(crate) async fn get_vector(&self, key: u128) -> Option<Bytes> {
+        self.get_named(vector_key(key)).await
+    }
+
+    /// Stores a vector for `ttl_s` seconds, in the background.
+    pub(crate) fn set_vector(&self, key: u128, bytes: Bytes, ttl_s: i64) {
+        self.set_named(vector_key(key), bytes, ttl_s);
+    }
+
+    async fn get_named(&self, name: String) -> Option<Bytes> {
+        self.call("get", self.pool.get::<Option<Bytes>, _>(name))
+            .await
+            .flatten()
+    }
+
+    fn set_named(&self, name: String, body: Bytes, ttl: i64) {
         let pool = self.pool.clone();
-        let (breaker, metrics, timeout, ttl) = (
-            self.breaker.clone(),
-            self.metrics.clone(),
-            self.timeout,
-            self.ttl_s,
-        );
+        let (breaker, metrics, timeout) =
+            (self.breaker.clone(), self.metrics.clone(), self.timeout);
         tokio::spawn(async move {
-            let set = pool.set::<(), _, _>(
-                answer_key(key),
-                body,
-                Some(Expiration::EX(ttl)),
-                None,
-                false,
-            );
+            let set = pool.set::<(), _, _>(name, body, Some(Expiration::EX(ttl)), None, false);
             call(&breaker, &metrics, timeout, "set", set).await;
         });
     }
@@ -297,6 +305,10 @@ pub(crate) fn floor_above(seen: u64) -> u64 {
 
 fn answer_key(key: u128) -> String {
     format!("vecgate:r:{key:032x}")
+}
+
+fn vector_key(key: u128) -> String {
+    format!("vecgate:v:{key:032x}")
 }
 
 fn generation_key(collection: &str) -> String {

@@ -10,6 +10,7 @@ use shardd::api::Endpoint;
 use tokio::time::Instant;
 
 use super::{bm25, Embedder};
+use crate::cache::Cache;
 
 /// Why the text of a request could not be replaced: the client's mistake (400) or the
 /// embedder's failure (its status).
@@ -40,13 +41,15 @@ pub fn may_carry_text(endpoint: Endpoint, body: &[u8]) -> bool {
     }
 }
 
-/// `body` with its text replaced by vectors of `embedder`; `None` when it carries none.
+/// `body` with its text replaced by vectors of `embedder` (whose vectors `shared`'s Redis
+/// keeps for every router); `None` when it carries none.
 /// Without an embedder, text is a 400 naming the collection.
 pub async fn replace_text(
     endpoint: Endpoint,
     collection: &str,
     body: &[u8],
     embedder: Option<&Embedder>,
+    shared: Option<&Cache>,
     deadline: Instant,
 ) -> Result<Option<Bytes>, InferError> {
     let Ok(mut root) = serde_json::from_slice::<Value>(body) else {
@@ -101,7 +104,7 @@ pub async fn replace_text(
             )));
         }
         vectors = embedder
-            .embed(&dense, deadline)
+            .embed(&dense, deadline, shared)
             .await
             .map_err(|e| InferError {
                 status: e.status(),
