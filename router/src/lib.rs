@@ -21,6 +21,10 @@
 //!   repair rounds, checkpoints), [`reshard`] (moving points after the shard set changed),
 //!   [`coordination`] (several routers through etcd), [`metrics`].
 
+// The request path's future (listener, tracing scope, gateway, cache, scatter) nests deeper
+// than the default limit of 128 when the workspace's tests build it.
+#![recursion_limit = "256"]
+
 pub mod balance;
 pub mod cache;
 pub mod config;
