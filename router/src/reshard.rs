@@ -73,8 +73,19 @@ async fn call_one(
     )
 }
 
-/// Reads from one serving replica of `shard` (the built-in one in process).
+/// Reads from replica `url` of `shard` (`None`: the built-in one in process).
 async fn read<T: DeserializeOwned>(
+    shard: &ShardRoute,
+    url: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<T, String> {
+    result(&call_one(shard, url, &method, path, body.into()).await?)
+}
+
+/// Reads from one serving replica of `shard` (the built-in one in process).
+async fn read_any<T: DeserializeOwned>(
     shard: &ShardRoute,
     method: Method,
     path: &str,
@@ -87,7 +98,20 @@ async fn read<T: DeserializeOwned>(
             .find(|r| r.state.available())
             .map(|r| r.state.url.as_str()),
     };
-    result(&call_one(shard, url, &method, path, body.into()).await?)
+    read(shard, url, method, path, body).await
+}
+
+/// The replicas of `shard` a move reads from: every serving one (a move cut short may have
+/// evicted a point from one replica and not yet from the other), or the built-in shard.
+fn sources(shard: &ShardRoute) -> Vec<Option<&str>> {
+    match &shard.kind {
+        ShardKind::Builtin(_) => vec![None],
+        ShardKind::Remote(rs) => rs
+            .iter()
+            .filter(|r| r.state.available() && !r.state.joining())
+            .map(|r| Some(r.state.url.as_str()))
+            .collect(),
+    }
 }
 
 /// Writes to every replica of `shard` that is not joining (a joining one gets the shard's
@@ -120,7 +144,7 @@ fn replication_path(c: &str, what: &str) -> String {
 }
 
 async fn collections_of(shard: &ShardRoute) -> Result<BTreeSet<String>, String> {
-    let listed: Listed = read(shard, Method::GET, "/collections", Vec::new()).await?;
+    let listed: Listed = read_any(shard, Method::GET, "/collections", Vec::new()).await?;
     Ok(listed.names().collect())
 }
 
@@ -293,7 +317,7 @@ async fn prepare(topo: &Topology) -> Result<(), String> {
                 .iter()
                 .position(|h| h.contains(c))
                 .expect("held somewhere");
-            let spec: Box<RawValue> = read(
+            let spec: Box<RawValue> = read_any(
                 &topo.shards[from],
                 Method::GET,
                 &replication_path(c, "spec"),
@@ -369,35 +393,53 @@ async fn move_chunk(
         of: chunk.to_vec(),
     })
     .unwrap_or_default();
-    let held: Vec<PointVersion> =
-        read(shard, Method::POST, &replication_path(c, "versions"), asked).await?;
-    let mut misplaced: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
-    for v in held {
-        let owner = topo.owner(&v.id);
-        if owner != i {
-            misplaced.entry(owner).or_default().push(v.id);
+    // Each replica in turn: after the first, the others hold only what an earlier, cut-short
+    // move evicted from the first and not from them.
+    for source in sources(shard) {
+        let held: Vec<PointVersion> = read(
+            shard,
+            source,
+            Method::POST,
+            &replication_path(c, "versions"),
+            asked.clone(),
+        )
+        .await?;
+        let mut misplaced: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
+        for v in held {
+            let owner = topo.owner(&v.id);
+            if owner != i {
+                misplaced.entry(owner).or_default().push(v.id);
+            }
         }
-    }
-    for (owner, ids) in misplaced {
-        for batch in ids.chunks(POINTS_PER_COPY) {
-            let moved = copy(shard, &topo.shards[owner], c, batch).await?;
-            progress.moved.fetch_add(moved as u64, Ordering::SeqCst);
-            gateway.metrics.moved.inc_by(moved as u64);
+        for (owner, ids) in misplaced {
+            for batch in ids.chunks(POINTS_PER_COPY) {
+                let moved = copy(shard, source, &topo.shards[owner], c, batch).await?;
+                progress.moved.fetch_add(moved as u64, Ordering::SeqCst);
+                gateway.metrics.moved.inc_by(moved as u64);
+            }
         }
     }
     Ok(())
 }
 
-/// Copies `ids` of `c` from `from` to `to` (every replica), then forgets them on `from` up to
-/// the versions copied; returns how many moved.
+/// Copies `ids` of `c` from replica `source` of `from` to `to` (every replica), then forgets
+/// them on every replica of `from` up to the versions copied; returns how many moved.
 async fn copy(
     from: &ShardRoute,
+    source: Option<&str>,
     to: &ShardRoute,
     c: &str,
     ids: &[PointId],
 ) -> Result<usize, String> {
     let asked = serde_json::to_vec(&ExportRequest { ids: ids.to_vec() }).unwrap_or_default();
-    let exported: Copied = read(from, Method::POST, &replication_path(c, "export"), asked).await?;
+    let exported: Copied = read(
+        from,
+        source,
+        Method::POST,
+        &replication_path(c, "export"),
+        asked,
+    )
+    .await?;
     let copied: Vec<(PointId, u64)> = exported
         .points
         .iter()

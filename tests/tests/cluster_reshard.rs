@@ -270,3 +270,46 @@ fn with_etcd_two_routers_run_one_move_and_the_survivor_of_a_kill_finishes_it() {
     assert!(held[2] > 0, "{held:?}");
     assert_replicas_identical(&cluster);
 }
+
+#[test]
+fn a_move_takes_points_a_cut_short_move_left_on_one_replica_only() {
+    let mut cluster = Cluster::start(2, &["eu", "eu"], "");
+    setup(&cluster.url(), &random_vectors(600, DIM, 24));
+    // Points only the second replica of s0 holds, as after a move whose router died between
+    // evicting on the first replica and on the second.
+    let extra: Vec<Value> = random_vectors(300, DIM, 25)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"id": 50_000 + i, "vector": v, "payload": {"extra": i}}))
+        .collect();
+    ok(
+        "PUT",
+        &format!(
+            "{}/collections/docs/points?wait=true",
+            cluster.replicas[0][1].url()
+        ),
+        Some(&json!({ "points": &extra })),
+    );
+    cluster.add_shard("");
+    reload(&cluster.admin());
+    wait_moved(&cluster.admin(), Duration::from_secs(120));
+    let ids = |url: &str| -> BTreeSet<u64> {
+        replica_points(url)
+            .iter()
+            .filter_map(|p| p["id"].as_u64())
+            .filter(|&id| id >= 50_000)
+            .collect()
+    };
+    let new_shard = ids(&cluster.replicas[2][0].url());
+    let left = ids(&cluster.replicas[0][1].url());
+    assert!(
+        new_shard.len() * 5 > extra.len(),
+        "the extra points the new shard owns moved to it: {} of 300",
+        new_shard.len()
+    );
+    assert!(
+        new_shard.is_disjoint(&left),
+        "and left the replica that held them"
+    );
+    assert_eq!(new_shard, ids(&cluster.replicas[2][1].url()));
+}
