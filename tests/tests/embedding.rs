@@ -224,7 +224,7 @@ fn text_without_an_embedder_is_a_400_naming_the_collection() {
         ),
         (
             "/collections/docs/points/query",
-            json!({"query": {"text": "hello"}}),
+            json!({"query": {"text": "hello", "model": "any"}}),
         ),
     ] {
         let (status, answer) = call("POST", &format!("{}{path}", router.url()), Some(&body));

@@ -73,7 +73,9 @@ fn busy_cluster(redis: &RedisServer) -> Cluster {
         ok(
             "POST",
             &format!("{}/collections/docs/points/query", cluster.url()),
-            Some(&json!({"query": {"text": format!("question {}", i % 4)}, "limit": 3})),
+            Some(
+                &json!({"query": {"text": format!("question {}", i % 4), "model": "fake-8"}, "limit": 3}),
+            ),
         );
     }
     for q in random_vectors(20, DIM, 32).iter().cycle().take(60) {

@@ -30,12 +30,15 @@ fn bad(message: String) -> InferError {
 }
 
 /// Whether a request to `endpoint` with `body` may carry text to embed (a quick look, so
-/// requests without any are not parsed for it).
+/// requests without any are not parsed for it): a `Document` has both `text` and `model`
+/// (Qdrant requires the model), so a payload with a `text` field alone, as RAG apps write, is
+/// not parsed twice.
 pub fn may_carry_text(endpoint: Endpoint, body: &[u8]) -> bool {
+    let has = |key: &[u8]| memchr::memmem::find(body, key).is_some();
     match endpoint {
         Endpoint::SeedSearch => true,
         Endpoint::Query | Endpoint::QueryBatch | Endpoint::QueryGroups | Endpoint::Upsert => {
-            memchr::memmem::find(body, b"\"text\"").is_some()
+            has(b"\"text\"") && has(b"\"model\"")
         }
         _ => false,
     }
@@ -142,11 +145,13 @@ pub async fn replace_text(
     )))
 }
 
-/// A `Document`: an object with a string `text` and nothing but `model` and `options` besides.
+/// A `Document`: an object with a string `text` and a string `model`, and nothing but
+/// `options` besides.
 fn is_document(v: &Value) -> bool {
     match v {
         Value::Object(m) => {
             m.get("text").is_some_and(Value::is_string)
+                && m.get("model").is_some_and(Value::is_string)
                 && m.keys()
                     .all(|k| matches!(k.as_str(), "text" | "model" | "options"))
         }
@@ -255,10 +260,20 @@ mod tests {
         assert_eq!(texts_of(Endpoint::Upsert, batch), ["g", "h"]);
         let payload_text = serde_json::json!({"points": [{"id": 1, "vector": [1.0], "payload": {"text": "not a document"}}]});
         assert!(texts_of(Endpoint::Upsert, payload_text).is_empty());
-        let more_keys = serde_json::json!({"query": {"text": "x", "filter": {}}});
+        let more_keys = serde_json::json!({"query": {"text": "x", "model": "m", "filter": {}}});
         assert!(
             texts_of(Endpoint::Query, more_keys).is_empty(),
             "not a Document"
         );
+        let payload =
+            br#"{"points": [{"id": 1, "vector": [1.0], "payload": {"text": "a chunk"}}]}"#;
+        assert!(
+            !may_carry_text(Endpoint::Upsert, payload),
+            "a payload's text is not parsed for"
+        );
+        assert!(may_carry_text(
+            Endpoint::Query,
+            br#"{"query": {"text": "a", "model": "m"}}"#
+        ));
     }
 }
