@@ -253,8 +253,11 @@ impl Embedder {
                 deadline,
                 reply,
             };
-            if self.jobs.send(job).await.is_err() {
-                return Err(EmbedError::Unavailable("the batcher stopped".into()));
+            // A full queue holds the request back, but not past its deadline.
+            match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(EmbedError::Unavailable("the batcher stopped".into())),
+                Err(_) => return Err(EmbedError::Timeout),
             }
             waiting.push((i, answer));
         }

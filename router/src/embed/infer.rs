@@ -36,7 +36,7 @@ fn bad(message: String) -> InferError {
 pub fn may_carry_text(endpoint: Endpoint, body: &[u8]) -> bool {
     let has = |key: &[u8]| memchr::memmem::find(body, key).is_some();
     match endpoint {
-        Endpoint::SeedSearch => true,
+        Endpoint::SeedSearch => has(b"\"query\""),
         Endpoint::Query | Endpoint::QueryBatch | Endpoint::QueryGroups | Endpoint::Upsert => {
             has(b"\"text\"") && has(b"\"model\"")
         }
@@ -274,6 +274,10 @@ mod tests {
         assert!(may_carry_text(
             Endpoint::Query,
             br#"{"query": {"text": "a", "model": "m"}}"#
+        ));
+        assert!(!may_carry_text(
+            Endpoint::SeedSearch,
+            br#"{"collection": "c", "vector": [1.0]}"#
         ));
     }
 }
