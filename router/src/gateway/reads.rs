@@ -49,25 +49,15 @@ impl Ctx<'_> {
             attempts,
         };
         match &shard.kind {
-            ShardKind::Builtin(s) => traced(
-                &shard.name,
-                "built-in",
-                1,
-                call_builtin(
-                    s.clone(),
-                    method.clone(),
-                    path.to_string(),
-                    body,
-                    self.deadline,
-                ),
-            )
-            .await
-            .map_err(|e| {
-                failed(vec![Attempt {
-                    replica: "built-in".into(),
-                    kind: kind_of(e),
-                }])
-            }),
+            ShardKind::Builtin(s) => self
+                .call_in_process(&shard.name, s, method, path, body)
+                .await
+                .map_err(|e| {
+                    failed(vec![Attempt {
+                        replica: "built-in".into(),
+                        kind: kind_of(e),
+                    }])
+                }),
             ShardKind::Remote(replicas) => {
                 let started = Instant::now();
                 let mut refresh = false;
@@ -142,6 +132,26 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+
+    /// Runs `method path` on built-in shard `name` within the request's deadline, in its
+    /// `shard call` span.
+    pub(super) async fn call_in_process(
+        &self,
+        name: &str,
+        shard: &std::sync::Arc<shardd::Shard>,
+        method: &Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Answer, CallError> {
+        let call = call_builtin(
+            shard.clone(),
+            method.clone(),
+            path.to_string(),
+            body,
+            self.deadline,
+        );
+        traced(name, "built-in", 1, call).await
     }
 
     /// The replicas of a shard known (through etcd) to have missed writes up to the token's

@@ -16,7 +16,7 @@ use crate::balance::Replica;
 use crate::error::GatewayError;
 use crate::hints::Hint;
 use crate::topology::{ShardKind, ShardRoute};
-use crate::upstream::{call_builtin, client, traced, Answer, CallError};
+use crate::upstream::{client, traced, Answer, CallError};
 
 /// Acknowledgements of one shard's part of a write.
 struct ShardWrite {
@@ -45,19 +45,9 @@ impl Ctx<'_> {
         let needed_of = |n| self.topo.config.routing.write_consistency.required(n);
         match &shard.kind {
             ShardKind::Builtin(s) => {
-                let result = traced(
-                    &shard.name,
-                    "built-in",
-                    1,
-                    call_builtin(
-                        s.clone(),
-                        method.clone(),
-                        path.to_string(),
-                        body,
-                        self.deadline,
-                    ),
-                )
-                .await;
+                let result = self
+                    .call_in_process(&shard.name, s, method, path, body)
+                    .await;
                 let mut w = ShardWrite {
                     acks: 0,
                     needed: 1,
