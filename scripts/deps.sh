@@ -8,6 +8,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v promtool >/dev/null || need+=(prometheus)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
+# The documents the ingest test reads (the Python tutorial in HTML).
+[ -d /usr/share/doc/python3-doc/html/tutorial ] || need+=(python3-doc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

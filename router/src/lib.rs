@@ -17,6 +17,7 @@
 //! - [`cache`]: the result cache (moka in process, Redis through fred), keyed at the route.
 //! - [`embed`]: text to vectors (embedders, micro-batching, the embedding cache) and the
 //!   replacement of a request's text by vectors before it is parsed.
+//! - [`ingest`]: `vecgate ingest`, documents chunked, embedded and upserted through a router.
 //! - [`reload`] (the reload and its triggers), [`maintenance`] (probes, hint replay, joins,
 //!   repair rounds, checkpoints), [`reshard`] (moving points after the shard set changed),
 //!   [`coordination`] (several routers through etcd), [`metrics`].
@@ -33,6 +34,7 @@ pub mod embed;
 pub mod error;
 pub mod gateway;
 pub mod hints;
+pub mod ingest;
 pub mod listener;
 pub mod maintenance;
 pub mod merge;

@@ -14,6 +14,7 @@ use vecgate::config::{self, Config};
 use vecgate::coordination::Etcd;
 use vecgate::embed::{EmbedMetrics, Embedders};
 use vecgate::gateway::Gateway;
+use vecgate::ingest::IngestArgs;
 use vecgate::listener::{bind, serve, Http, InFlight, Workers, DRAIN};
 use vecgate::metrics::RouterMetrics;
 use vecgate::server::{AdminApp, ApiApp};
@@ -36,7 +37,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(version)]
 struct Cli {
     /// The TOML config; without it, one built-in shard with data in ./data on 127.0.0.1:6333.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -49,6 +50,9 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Reads documents (txt, md, html, jsonl), chunks, embeds and upserts them through a
+    /// running router; a rerun goes on where an interrupted one stopped.
+    Ingest(IngestArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(Command::Ingest(args)) = &cli.command {
+        return ingest(cli.config.as_deref(), args);
     }
     let config = match &cli.config {
         Some(path) => config::load(path),
@@ -93,6 +100,29 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vecgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vecgate ingest`: exits 0 when every document was written, 1 otherwise (130 after Ctrl-C).
+fn ingest(config: Option<&std::path::Path>, args: &IngestArgs) -> ExitCode {
+    let config = match config {
+        Some(path) => config::load(path),
+        None => Ok(Config::embedded()),
+    };
+    let ran = config.map_err(anyhow::Error::msg).and_then(|config| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(vecgate::ingest::run(&config, args))
+    });
+    match ran {
+        Ok(s) if s.interrupted => ExitCode::from(130),
+        Ok(s) if s.failed > 0 => ExitCode::FAILURE,
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vecgate ingest: {e:#}");
             ExitCode::FAILURE
         }
     }

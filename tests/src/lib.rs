@@ -249,6 +249,17 @@ pub fn run_to_exit(
     args: &[&str],
     within: Duration,
 ) -> (std::process::ExitStatus, String) {
+    let (status, _, stderr) = run_captured(name, args, within);
+    (status, stderr)
+}
+
+/// Runs `name` with `args` to its end (panicking after `within`, the child killed) and returns
+/// its exit status, stdout and stderr.
+pub fn run_captured(
+    name: &str,
+    args: &[&str],
+    within: Duration,
+) -> (std::process::ExitStatus, String, String) {
     let program = if name.contains('/') {
         PathBuf::from(name)
     } else {
@@ -256,21 +267,26 @@ pub fn run_to_exit(
     };
     let mut child = Command::new(program)
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().expect("waiting for the child") {
-            let mut stderr = String::new();
-            use std::io::Read;
-            let _ = child
-                .stderr
-                .take()
-                .expect("piped stderr")
-                .read_to_string(&mut stderr);
-            return (status, stderr);
+            let out = stdout.join().unwrap_or_default();
+            return (status, out, stderr.join().unwrap_or_default());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
