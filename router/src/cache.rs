@@ -10,6 +10,7 @@
 
 mod l2;
 pub mod precise;
+pub mod semantic;
 pub mod warm;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::gateway::{Call, Reply};
 
 use l2::Redis;
 use precise::{Asked, Check, Logs, Written};
+use semantic::Semantic;
 use warm::{Hot, Recorded};
 
 /// What the cache did for one request (the `x-vecgate-cache` header).
@@ -45,6 +47,8 @@ pub enum Outcome {
     Miss,
     /// Waited for the same request's search already running.
     Coalesced,
+    /// Answered from a cached search for a nearby query vector.
+    Semantic,
 }
 
 impl Outcome {
@@ -55,6 +59,7 @@ impl Outcome {
             Outcome::L2 => "l2",
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
+            Outcome::Semantic => "semantic",
         }
     }
 }
@@ -84,6 +89,10 @@ pub struct CacheMetrics {
     pub warmups: IntCounterVec,
     /// Requests replayed by warm-ups.
     pub warmed: IntCounter,
+    /// Semantic hits searched anyway, by mode and whether the hit's answer was the search's.
+    pub semantic_checks: IntCounterVec,
+    /// Searches held by the semantic cache.
+    pub semantic_entries: IntGauge,
 }
 
 impl CacheMetrics {
@@ -131,6 +140,15 @@ impl CacheMetrics {
                 &["trigger"],
             )?,
             warmed: r.counter("warmed_total", "Requests replayed by warm-ups")?,
+            semantic_checks: r.counters(
+                "semantic_checks_total",
+                "Semantic hits searched anyway, by mode (exact, threshold) and result (same, differs: a false hit)",
+                &["mode", "result"],
+            )?,
+            semantic_entries: r.gauge(
+                "semantic_entries",
+                "Searches held by the semantic cache",
+            )?,
         })
     }
 }
@@ -139,7 +157,7 @@ impl CacheMetrics {
 /// made while Redis could not be told (`local`). Every write changes one of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Generation {
-    shared: u64,
+    pub(crate) shared: u64,
     pub(crate) local: u64,
     /// `shared` was read from Redis (or set by a bump it answered) since the last (re)connect.
     known: bool,
@@ -228,6 +246,8 @@ pub struct Cache {
     hot_file: PathBuf,
     /// Precise collections' writes.
     logs: Arc<Logs>,
+    /// Searches kept for semantic hits.
+    semantic: Semantic,
 }
 
 /// Bytes an L1 entry costs beyond its body (key, moka's bookkeeping).
@@ -306,6 +326,7 @@ impl Cache {
             hot,
             hot_file,
             logs,
+            semantic: Semantic::new(config.semantic_max_bytes, Duration::from_secs(config.ttl_s)),
             config,
         })
     }
@@ -561,6 +582,11 @@ impl Cache {
             }
         }
         let reply = search.await;
+        if reply.cache == Some(Outcome::Semantic) {
+            // Another query's answer: not stored under this request's key.
+            let _ = done.send(Some(reply.clone()));
+            return (reply, Outcome::Semantic);
+        }
         if reply.is_cacheable(self.config.max_entry_bytes) {
             let check =
                 precise.map(|p| Check::new(p.asked.and_then(|a| a.validator(&reply.body)), seen));
@@ -596,6 +622,37 @@ impl Cache {
         }
     }
 
+    /// The semantic cache.
+    pub fn semantic(&self) -> &Semantic {
+        &self.semantic
+    }
+
+    /// The write log's sequence number now (a search records it as it begins).
+    pub fn seen(&self) -> u64 {
+        self.logs.seen()
+    }
+
+    /// Whether a write to `collection` was logged after sequence number `seen`.
+    pub fn written_since(&self, collection: &str, seen: u64) -> bool {
+        self.logs.last(collection) > seen
+    }
+
+    /// Counts a semantic hit's check against a search.
+    pub fn semantic_checked(&self, mode: &str, same: bool) {
+        self.metrics
+            .semantic_checks
+            .with_label_values(&[mode, if same { "same" } else { "differs" }])
+            .inc();
+    }
+
+    /// Counts a semantic lookup.
+    pub fn semantic_looked_up(&self, hit: bool) {
+        self.metrics
+            .lookups
+            .with_label_values(&["semantic", if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
     /// Brings L1's size gauges up to date (before metrics are gathered).
     pub async fn measure(&self) {
         self.l1.run_pending_tasks().await;
@@ -605,6 +662,9 @@ impl Cache {
         self.metrics
             .l1_entries
             .set(i64::try_from(self.l1.entry_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .semantic_entries
+            .set(i64::try_from(self.semantic.entries().await).unwrap_or(i64::MAX));
     }
 
     /// Counts a lookup in `tier` and records its result on the lookup's span.
@@ -669,6 +729,7 @@ impl Cache {
                     self.bump(&c).await;
                 }
                 self.l1.invalidate_all();
+                self.semantic.clear();
             }
         }
         self.metrics
@@ -680,6 +741,7 @@ impl Cache {
     /// A reload changed the shard set: answers computed over the old one are dropped.
     pub fn placement_changed(&self) {
         self.l1.invalidate_all();
+        self.semantic.clear();
         self.metrics
             .invalidations
             .with_label_values(&["topology"])

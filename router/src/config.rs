@@ -203,6 +203,8 @@ pub struct CacheConfig {
     pub warm_top_n: usize,
     /// Requests per second a warm-up replays at most.
     pub warm_rate: u32,
+    /// Bytes the semantic cache (searches kept with their points' vectors) holds at most.
+    pub semantic_max_bytes: u64,
 }
 
 /// How fresh a cache hit is across routers sharing Redis.
@@ -232,6 +234,7 @@ impl Default for CacheConfig {
             strict: Strict::Router,
             warm_top_n: 1000,
             warm_rate: 200,
+            semantic_max_bytes: 64 << 20,
         }
     }
 }
@@ -423,11 +426,49 @@ impl EmbeddingConfig {
 }
 
 /// `[collections.NAME.cache]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectionCache {
     /// How cached answers of this collection follow its writes.
     pub mode: CacheMode,
+    /// Whether a search may be answered from a cached search for a nearby query vector.
+    pub semantic: SemanticMode,
+    /// `threshold` mode: the cosine similarity between two query vectors above which the
+    /// cached answer of one serves the other.
+    pub semantic_threshold: f32,
+    /// Points a cached search keeps beyond the `limit` asked (`m` in `k + m`): the margin that
+    /// lets a nearby query with the same or a smaller limit be answered.
+    pub semantic_extra: usize,
+    /// Share of semantic hits searched anyway and compared with what the hit would have served
+    /// (`vecgate_cache_semantic_checks_total`): the observed false-hit rate.
+    pub semantic_verify_ratio: f64,
+}
+
+impl Default for CollectionCache {
+    fn default() -> Self {
+        CollectionCache {
+            mode: CacheMode::default(),
+            semantic: SemanticMode::Off,
+            semantic_threshold: 0.95,
+            semantic_extra: 5,
+            semantic_verify_ratio: 0.01,
+        }
+    }
+}
+
+/// How a search may be answered from a cached search for another query vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemanticMode {
+    /// Only the same request is answered from the cache.
+    #[default]
+    Off,
+    /// Only when the cached answer provably holds the same top `limit` points: its gap between
+    /// the `limit`-th and the next score exceeds twice the distance between the two queries.
+    Exact,
+    /// When the two query vectors' cosine similarity is at least `semantic_threshold`
+    /// (GPTCache's rule: some answers served differ from a search's).
+    Threshold,
 }
 
 /// How a collection's cached answers follow its writes.
@@ -700,6 +741,27 @@ impl Config {
         for (name, c) in &self.collections {
             if let Some(e) = &c.embedding {
                 out.extend(e.problems(&format!("collections.{name}.embedding")));
+            }
+            let at = |key: &str| format!("collections.{name}.cache.{key}");
+            let t = c.cache.semantic_threshold;
+            if !(t > 0.0 && t <= 1.0) {
+                out.push((
+                    at("semantic_threshold"),
+                    format!("must be in (0, 1], got {t}"),
+                ));
+            }
+            if !(1..=1000).contains(&c.cache.semantic_extra) {
+                out.push((
+                    at("semantic_extra"),
+                    format!("must be between 1 and 1000, got {}", c.cache.semantic_extra),
+                ));
+            }
+            let r = c.cache.semantic_verify_ratio;
+            if !(0.0..=1.0).contains(&r) {
+                out.push((
+                    at("semantic_verify_ratio"),
+                    format!("must be in [0, 1], got {r}"),
+                ));
             }
             if c.cache.mode == CacheMode::Precise && global {
                 out.push((

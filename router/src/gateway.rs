@@ -9,6 +9,7 @@
 //! chosen by the read policy; a replica that fails or times out is retried on another.
 
 mod reads;
+mod semantic;
 mod writes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -622,6 +623,7 @@ impl Gateway {
                     Some(g) => g,
                     None => cache.generation(&route.collection).await,
                 };
+                generation = Some(g);
                 let key = cache.key(&route.collection, g, topo.placement(), template, canonical);
                 if let Some(raw) = bytes_key {
                     cache.alias(raw, key).await;
@@ -646,16 +648,30 @@ impl Gateway {
             },
             _ => None,
         };
+        let semantic = match (key, &generation, call.token) {
+            (Some(_), Some(g), None) => self.semantic_ask(&ctx, &route, *g, precise).await,
+            _ => None,
+        };
         let search = async {
-            let answered = stats
+            let (answered, from_semantic) = stats
                 .searched(async {
-                    match forward_to {
-                        Some(only) => ctx.forward(only, &collection, &call).await,
-                        None => ctx.answer(route, &call, started).await,
+                    match (semantic, forward_to) {
+                        (Some(ask), _) => {
+                            match ctx.semantic(&collection, ask, cache, started).await {
+                                Ok((done, hit)) => (Ok(done), hit),
+                                Err(e) => (Err(e), false),
+                            }
+                        }
+                        (None, Some(only)) => (ctx.forward(only, &collection, &call).await, false),
+                        (None, None) => (ctx.answer(route, &call, started).await, false),
                     }
                 })
                 .await;
-            self.finish(answered, template, started, stats)
+            let mut reply = self.finish(answered, template, started, stats);
+            if from_semantic {
+                reply.cache = Some(Outcome::Semantic);
+            }
+            reply
         };
         match key {
             Some(key) => {
@@ -676,6 +692,29 @@ impl Gateway {
                 reply
             }
         }
+    }
+
+    /// What the semantic cache may do for `route`, when its collection's `semantic` is on.
+    async fn semantic_ask(
+        &self,
+        ctx: &Ctx<'_>,
+        route: &Route<RawPayload>,
+        generation: crate::cache::Generation,
+        precise: bool,
+    ) -> Option<semantic::Ask> {
+        let settings = &ctx.topo.config.collections.get(&route.collection)?.cache;
+        if settings.semantic == crate::config::SemanticMode::Off {
+            return None;
+        }
+        let schema = ctx.schema(&route.collection).await.ok()?;
+        semantic::Ask::of(
+            route,
+            settings,
+            |name| schema.vectors.get(name).map(|v| v.distance),
+            generation,
+            ctx.topo.placement(),
+            precise,
+        )
     }
 
     /// `call` with the text it carries (a `/v1/search` query, `Document`s) replaced by the

@@ -263,6 +263,14 @@ impl Logs {
         self.next.load(Ordering::Acquire)
     }
 
+    /// The sequence number of the last write logged to `collection` (0: none kept).
+    pub fn last(&self, collection: &str) -> u64 {
+        let logs = self.logs.lock();
+        logs.get(collection)
+            .and_then(|l| l.writes.back())
+            .map_or(0, |w| w.0)
+    }
+
     /// Logs a write to `collection`.
     pub fn log(&self, collection: &str, write: Written) {
         let mut logs = self.logs.lock();
