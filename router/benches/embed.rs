@@ -12,6 +12,12 @@ use std::time::Instant;
 
 use vecgate::embed::minilm::MiniLm;
 
+/// The allocator vecgate itself runs with (its `main.rs`), so the model's many large tensors
+/// are allocated here as they are there.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_string())
 }

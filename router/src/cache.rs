@@ -304,6 +304,11 @@ impl Cache {
             )?),
             None => None,
         };
+        for mode in ["exact", "threshold"] {
+            for result in ["same", "differs"] {
+                metrics.semantic_checks.with_label_values(&[mode, result]);
+            }
+        }
         let hot_file = warm::file_in(data_dir);
         let hot = (config.warm_top_n > 0).then(|| {
             let hot = Hot::new(config.warm_top_n.saturating_mul(4));
