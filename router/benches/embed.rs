@@ -1,4 +1,4 @@
-//! Embedding benchmark: vecgate's built-in all-MiniLM-L6-v2 (`vecgate::embed::minilm`, candle)
+//! Embedding benchmark: vecgate's built-in all-MiniLM-L6-v2 (`vecgate::embed::minilm`, `bert`)
 //! against sentence-transformers (PyTorch) on the same machine, texts and batch sizes, in one
 //! run, printing texts per second and the ratio. Run: `bench/embed.sh`; see BENCHMARKS.md.
 //!
@@ -87,9 +87,7 @@ fn main() {
         "\nall-MiniLM-L6-v2, {n} texts of ~30 words, CPU ({} cores), median of {rounds} runs",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!(
-        "| batch | vecgate built-in (candle) texts/s | sentence-transformers texts/s | ratio |"
-    );
+    println!("| batch | vecgate built-in texts/s | sentence-transformers texts/s | ratio |");
     println!("|---:|---:|---:|---:|");
     for (b, ours) in batches.iter().zip(&ours) {
         let theirs = theirs[b.to_string()].as_f64().unwrap_or(f64::NAN);

@@ -655,15 +655,17 @@ impl Gateway {
         let search = async {
             let (answered, from_semantic) = stats
                 .searched(async {
+                    // Each path boxed: inline, the request's future holds every path's state
+                    // at once, past an API thread's stack in debug builds.
                     match (semantic, forward_to) {
                         (Some(ask), _) => {
-                            match ctx.semantic(&collection, ask, cache, started).await {
+                            match Box::pin(ctx.semantic(&collection, ask, cache, started)).await {
                                 Ok((done, hit)) => (Ok(done), hit),
                                 Err(e) => (Err(e), false),
                             }
                         }
                         (None, Some(only)) => (ctx.forward(only, &collection, &call).await, false),
-                        (None, None) => (ctx.answer(route, &call, started).await, false),
+                        (None, None) => (Box::pin(ctx.answer(route, &call, started)).await, false),
                     }
                 })
                 .await;
