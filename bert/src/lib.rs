@@ -238,23 +238,23 @@ impl Bert {
                 let span = &spans[s];
                 let len = span.len();
                 let col = hd * d;
-                let mut out = vec![0.0f32; len * d];
-                let mut scores = vec![0.0f32; len];
+                // This head's queries (scaled), keys transposed and values, each contiguous.
+                let mut qh = Vec::with_capacity(len * d);
+                let mut kt = vec![0.0f32; d * len];
+                let mut vh = Vec::with_capacity(len * d);
                 for i in 0..len {
-                    let qi = &q[(span.start + i) * h + col..][..d];
-                    for (j, score) in scores.iter_mut().enumerate() {
-                        let kj = &k[(span.start + j) * h + col..][..d];
-                        *score = dot(qi, kj) * scale;
-                    }
-                    softmax(&mut scores);
-                    let oi = &mut out[i * d..(i + 1) * d];
-                    for (j, &p) in scores.iter().enumerate() {
-                        let vj = &v[(span.start + j) * h + col..][..d];
-                        for (o, vv) in oi.iter_mut().zip(vj) {
-                            *o += p * vv;
-                        }
+                    let row = (span.start + i) * h + col;
+                    qh.extend(q[row..row + d].iter().map(|v| v * scale));
+                    vh.extend_from_slice(&v[row..row + d]);
+                    for (j, kv) in k[row..row + d].iter().enumerate() {
+                        kt[j * len + i] = *kv;
                     }
                 }
+                let mut scores = vec![0.0f32; len * len];
+                product(&qh, &kt, &vec![0.0; len], d, len, &mut scores);
+                scores.chunks_mut(len).for_each(softmax);
+                let mut out = vec![0.0f32; len * d];
+                product(&scores, &vh, &vec![0.0; d], len, d, &mut out);
                 out
             })
             .collect();
@@ -452,18 +452,6 @@ mod x86 {
         _mm256_fmadd_ps,
         _mm256_add_ps
     );
-}
-
-/// A dot product (attention's, over one head's width).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let n = a.len() / 8 * 8;
-    for i in (0..n).step_by(8) {
-        for l in 0..8 {
-            acc[l] += a[i + l] * b[i + l];
-        }
-    }
-    acc.iter().sum::<f32>() + a[n..].iter().zip(&b[n..]).map(|(p, q)| p * q).sum::<f32>()
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
