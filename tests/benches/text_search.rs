@@ -44,7 +44,7 @@ fn main() {
         );
         for start in (0..k.n).step_by(100) {
             let points: Vec<Value> = (start..(start + 100).min(k.n))
-                .map(|i| json!({"id": i, "vector": {"text": format!("passage {i} about topic {} in a document on vector search", i % 17)}, "payload": {"n": i}}))
+                .map(|i| json!({"id": i, "vector": {"text": format!("passage {i} about topic {} in a document on vector search", i % 17), "model": "sentence-transformers/all-MiniLM-L6-v2"}, "payload": {"n": i}}))
                 .collect();
             ok(
                 "PUT",
