@@ -200,16 +200,12 @@ impl Semantic {
     }
 }
 
-/// How far two queries are apart, in the metric that bounds the distance's score changes.
+/// How far two queries are apart, in the metric that bounds the distance's score changes: L1
+/// for Manhattan, else L2 (the shards' own kernels compute both).
 fn query_distance(distance: Distance, a: &[f32], b: &[f32]) -> f32 {
     match distance {
-        Distance::Manhattan => a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum(),
-        _ => a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-            .sqrt(),
+        Distance::Manhattan => Distance::Manhattan.score(a, b),
+        _ => Distance::Euclid.score(a, b),
     }
 }
 
